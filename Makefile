@@ -1,0 +1,57 @@
+# The two commands of the README:
+#   make demo   - the embedded demo: N simulated pods, no servers
+#   make test   - lint, types, import contracts, real servers, the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test check lint typecheck contracts pytest infra-install infra-up infra-down infra-status bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/aggregator demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint typecheck contracts
+
+infra-install: $(STAMP)
+	$(BIN)/python -m infra install
+
+infra-up: $(STAMP)
+	$(BIN)/python -m infra up
+
+infra-down: $(STAMP)
+	$(BIN)/python -m infra down
+
+infra-status: $(STAMP)
+	$(BIN)/python -m infra status
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q -ra
+
+# The whole suite: static checks, then install the real servers (cached after
+# the first run) and run every test; tests start the servers they need.
+test: check infra-install pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
