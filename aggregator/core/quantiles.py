@@ -1,0 +1,68 @@
+"""A mergeable quantile sketch with a guaranteed relative error (DDSketch's idea).
+
+Values v > 0 fall in log-spaced bins: index ceil(log_gamma(v)) with
+gamma = (1 + a) / (1 - a).  Reporting a bin by 2 * gamma**i / (gamma + 1) is within
+relative error ``a`` of every value in it, so any quantile is within ``a`` of the
+exact order statistic.  Values below ``MIN_INDEXABLE`` (zero included) share one bin
+reported as 0.  A sketch is just ``dict[bin, count]``: merging adds counts, which is
+exact, associative, commutative and invertible (a rolling window can subtract).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, MutableMapping
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
+MIN_INDEXABLE = 1e-9
+ZERO_BIN = -(2**31)
+
+Histogram = dict[int, int]
+
+
+def bin_of(value: float) -> int:
+    if value < MIN_INDEXABLE:
+        return ZERO_BIN
+    return math.ceil(math.log(value) * _INV_LOG_GAMMA)
+
+
+def bin_value(index: int) -> float:
+    if index == ZERO_BIN:
+        return 0.0
+    return 2.0 * GAMMA**index / (GAMMA + 1.0)
+
+
+def add_into(target: MutableMapping[int, int], source: Mapping[int, int], sign: int = 1) -> None:
+    """target += sign * source, dropping bins that reach zero."""
+    for index, count in source.items():
+        total = target.get(index, 0) + sign * count
+        if total:
+            target[index] = total
+        else:
+            target.pop(index, None)
+
+
+def nearest_rank(q: float, n: int) -> int:
+    """Zero-based rank of the q-quantile of n values: the smallest value with at
+    least q * n values at or below it (the nearest-rank definition)."""
+    return max(0, math.ceil(q * n) - 1)
+
+
+def quantiles(hist: Mapping[int, int], qs: Iterable[float]) -> list[float]:
+    """For each q, the nearest-rank q-quantile of the n values summarised."""
+    n = sum(hist.values())
+    if n <= 0:
+        raise ValueError("quantile of an empty histogram")
+    ordered = sorted(hist.items())
+    out: list[float] = []
+    for q in qs:
+        rank = nearest_rank(q, n)
+        seen = 0
+        for index, count in ordered:
+            seen += count
+            if seen > rank:
+                out.append(bin_value(index))
+                break
+    return out

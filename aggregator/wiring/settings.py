@@ -1,0 +1,152 @@
+"""Configuration from ``AGG_*`` environment variables (the README's table).
+
+``load_settings`` turns any invalid value into one ``ConfigError`` line that names
+the variable; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from aggregator.core.events import EventSchema
+
+PREFIX = "AGG_"
+JITTER_FACTOR = 1.2
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is one line naming the variable."""
+
+
+def _default_pod_name() -> str:
+    return os.environ.get("POD_NAME") or socket.gethostname()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+
+    # What the events look like.
+    dimensions: Annotated[tuple[str, ...], NoDecode] = ("app", "platform", "crash_type")
+    value_field: str = "duration_ms"
+    distinct_field: str = "device_id"
+    time_field: str = "ts"
+
+    # The window and its cadence.
+    window_seconds: int = Field(300, gt=0)
+    bucket_seconds: int = Field(1, gt=0)
+    reduce_tick_seconds: float = Field(1.0, gt=0)
+    flush_interval_seconds: float = Field(0.5, gt=0)
+    top_n: int = Field(10, gt=0, le=1000)
+    grace_seconds: float = Field(30.0, ge=0)
+    future_seconds: float = Field(60.0, ge=0)
+    max_message_bytes: int = Field(65536, gt=0)
+
+    # Leader election (client-go's defaults).
+    lease_name: str = "stream-aggregator"
+    lease_namespace: str | None = None
+    lease_duration_seconds: float = Field(15.0, gt=0)
+    renew_deadline_seconds: float = Field(10.0, gt=0)
+    retry_period_seconds: float = Field(2.0, gt=0)
+    pod_name: str = Field(default_factory=_default_pod_name)
+
+    # Kafka.
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic: str = "crash-events"
+    kafka_group: str = "stream-aggregator"
+    kafka_client_id: str = "stream-aggregator"
+    kafka_dlq_topic: str | None = "crash-events.dlq"
+
+    # Hazelcast.
+    hazelcast_members: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:5701",)
+    hazelcast_cluster_name: str = "dev"
+
+    # HTTP.
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, gt=0, lt=65536)
+    log_level: str = "INFO"
+
+    @field_validator("dimensions", "hazelcast_members", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            items = tuple(item.strip() for item in value.split(",") if item.strip())
+            if not items:
+                raise ValueError("must list at least one name, comma separated")
+            return items
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.window_seconds % self.bucket_seconds:
+            raise ValueError(
+                f"{PREFIX}WINDOW_SECONDS ({self.window_seconds}) must be a multiple of "
+                f"{PREFIX}BUCKET_SECONDS ({self.bucket_seconds})"
+            )
+        fields = [*self.dimensions, self.value_field, self.distinct_field, self.time_field]
+        if len(set(fields)) != len(fields):
+            raise ValueError(
+                f"{PREFIX}DIMENSIONS, {PREFIX}VALUE_FIELD, {PREFIX}DISTINCT_FIELD and "
+                f"{PREFIX}TIME_FIELD must name different fields (got {', '.join(fields)})"
+            )
+        check_lease_timings(
+            self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds
+        )
+        return self
+
+    @property
+    def schema(self) -> EventSchema:
+        return EventSchema(
+            dimensions=self.dimensions,
+            value_field=self.value_field,
+            distinct_field=self.distinct_field,
+            time_field=self.time_field,
+        )
+
+
+def check_lease_timings(lease: float, renew_deadline: float, retry: float) -> None:
+    """client-go's rule: lease > renew deadline > jitter factor x retry period."""
+    if not lease > renew_deadline:
+        raise ValueError(
+            f"{PREFIX}LEASE_DURATION_SECONDS ({lease:g}) must be greater than "
+            f"{PREFIX}RENEW_DEADLINE_SECONDS ({renew_deadline:g})"
+        )
+    if not renew_deadline > JITTER_FACTOR * retry:
+        raise ValueError(
+            f"{PREFIX}RENEW_DEADLINE_SECONDS ({renew_deadline:g}) must be greater than "
+            f"{JITTER_FACTOR} x {PREFIX}RETRY_PERIOD_SECONDS ({retry:g})"
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+def _one_line(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        location = [str(part) for part in item["loc"]]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if location:
+            variable = PREFIX + location[0].upper()
+            got = item.get("input")
+            shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+            problems.append(f"{variable}: {message}{shown}")
+        else:
+            problems.append(message)
+    return "invalid configuration: " + "; ".join(problems)
