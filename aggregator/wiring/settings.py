@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def schema(self) -> EventSchema:
+    def event_schema(self) -> EventSchema:
         return EventSchema(
             dimensions=self.dimensions,
             value_field=self.value_field,

@@ -1,1 +1,1 @@
-"""adapters/memory layer."""
+"""In-process adapters: the embedded demo and the unit tests run on these."""

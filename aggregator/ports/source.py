@@ -1,0 +1,70 @@
+"""A partitioned, replayable log read by a consumer group (Kafka, or the memory log)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    partition: int
+    offset: int
+    timestamp: float
+    """When the record entered the log, epoch seconds."""
+    value: bytes
+
+
+class SourceUnavailable(ConnectionError):
+    """The log cannot be reached right now; the caller retries."""
+
+
+class RebalanceListener(Protocol):
+    async def on_revoked(self, partitions: frozenset[int]) -> None:
+        """Called before partitions move away: store and commit what was folded."""
+        ...
+
+    async def on_assigned(self, partitions: frozenset[int]) -> None:
+        """Called when partitions arrive: load their stored state before folding."""
+        ...
+
+
+class EventSource(Protocol):
+    @property
+    def name(self) -> str:
+        """The stream's name (the topic); part of every stored partial's key."""
+        ...
+
+    async def start(self, listener: RebalanceListener) -> None: ...
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        """Up to ``max_records`` records of the assigned partitions, in offset order
+        per partition; may run the rebalance listener first."""
+        ...
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        """Record, per partition, the next offset to read after a restart."""
+        ...
+
+    async def seek(self, partition: int, offset: int) -> None:
+        """Read ``partition`` again from ``offset``."""
+        ...
+
+    async def committed(self, partition: int) -> int | None: ...
+
+    async def end_offsets(self) -> dict[int, int]:
+        """Per assigned partition, the offset the next appended record will get."""
+        ...
+
+    def assignment(self) -> frozenset[int]: ...
+
+    async def stop(self) -> None:
+        """Leave the group cleanly (partitions are revoked through the listener)."""
+        ...
+
+
+class DeadLetters(Protocol):
+    async def send(self, record: SourceRecord, reason: str) -> None:
+        """Keep a rejected message, unchanged, with its reason and origin."""
+        ...
