@@ -1,0 +1,160 @@
+"""The shared partial store in memory: one ``MemoryStoreServer`` per "cluster",
+one ``MemoryStoreClient`` per pod (it remembers the versions it expects), and
+``MemoryFeed`` for the reducer.
+
+Stored values are the partials' wire form, serialized, so that no pod ever shares
+a mutable object with another (as with a real store).  Entries expire ``ttl_s``
+after their last write, on the injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from aggregator.core.partial import Partial
+from aggregator.ports.clock import Clock
+from aggregator.ports.store import PartialKey, StoreUnavailable
+
+
+class MemoryStoreServer:
+    def __init__(self, clock: Clock, ttl_s: float) -> None:
+        self.clock = clock
+        self.ttl_s = ttl_s
+        self.available = True
+        self._entries: dict[PartialKey, tuple[int, bytes, float]] = {}
+        """key -> (version, serialized partial, expires at monotonic)."""
+        self._version = 0
+        self._changes: list[tuple[int, PartialKey]] = []
+        self.writes = 0
+        self.batches = 0
+
+    def check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("memory store is unavailable")
+
+    def expire(self) -> None:
+        now = self.clock.monotonic()
+        for key in [k for k, (_, _, until) in self._entries.items() if until <= now]:
+            del self._entries[key]
+
+    def get(self, key: PartialKey) -> tuple[int, bytes] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[2] <= self.clock.monotonic():
+            return None
+        return entry[0], entry[1]
+
+    def keys_of(self, source: str, partition: int) -> list[PartialKey]:
+        self.expire()
+        return [k for k in self._entries if k.source == source and k.partition == partition]
+
+    def all_keys(self) -> list[PartialKey]:
+        self.expire()
+        return list(self._entries)
+
+    def replace_if(self, key: PartialKey, expected: int | None, value: bytes) -> int | None:
+        """Compare-and-set on the version; the new version, or None when fenced."""
+        current = self.get(key)
+        if (current[0] if current else None) != expected:
+            return None
+        self._version += 1
+        self._entries[key] = (self._version, value, self.clock.monotonic() + self.ttl_s)
+        self._changes.append((self._version, key))
+        self.writes += 1
+        return self._version
+
+    def changed_since(self, version: int) -> tuple[list[PartialKey], int]:
+        changes = self._changes
+        keys = {key for v, key in changes if v > version}
+        if len(changes) > 100_000:  # keep the change log bounded
+            del changes[: len(changes) // 2]
+        return list(keys), self._version
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+
+def _encode(partial: Partial) -> bytes:
+    return orjson.dumps(partial.to_wire())
+
+
+def _decode(value: bytes) -> Partial:
+    return Partial.from_wire(orjson.loads(value))
+
+
+class MemoryStoreClient:
+    """Implements ``PartialStore`` for one pod."""
+
+    def __init__(self, server: MemoryStoreServer) -> None:
+        self._server = server
+        self._expected: dict[PartialKey, int] = {}
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("this pod cannot reach the memory store")
+        self._server.check()
+
+    async def load(self, source: str, partition: int) -> list[Partial]:
+        self._check()
+        partials = []
+        for key in self._server.keys_of(source, partition):
+            entry = self._server.get(key)
+            if entry is not None:
+                self._expected[key] = entry[0]
+                partials.append(_decode(entry[1]))
+        return partials
+
+    async def write(self, source: str, partition: int, partials: Sequence[Partial]) -> list[int]:
+        self._check()
+        self._server.batches += 1
+        fenced = []
+        for partial in partials:
+            key = PartialKey(source, partition, partial.bucket)
+            version = self._server.replace_if(key, self._expected.get(key), _encode(partial))
+            if version is None:
+                fenced.append(partial.bucket)
+            else:
+                self._expected[key] = version
+        return fenced
+
+    def forget(self, source: str, partition: int) -> None:
+        for key in [k for k in self._expected if k.source == source and k.partition == partition]:
+            del self._expected[key]
+
+
+class MemoryFeed:
+    """Implements ``PartialFeed``: a full read, then changes by version."""
+
+    def __init__(self, server: MemoryStoreServer) -> None:
+        self._server = server
+        self._seen = 0
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise StoreUnavailable("this pod cannot reach the memory store")
+        self._server.check()
+
+    async def open(self) -> list[tuple[PartialKey, Partial]]:
+        self._check()
+        self._seen = self._server.version
+        return self._read(self._server.all_keys())
+
+    async def changes(self) -> list[tuple[PartialKey, Partial]]:
+        self._check()
+        keys, self._seen = self._server.changed_since(self._seen)
+        return self._read(keys)
+
+    async def close(self) -> None:
+        return None
+
+    def _read(self, keys: list[PartialKey]) -> list[tuple[PartialKey, Partial]]:
+        out = []
+        for key in keys:
+            entry = self._server.get(key)
+            if entry is not None:
+                out.append((key, _decode(entry[1])))
+        return out

@@ -1,0 +1,259 @@
+"""The map stage (every pod): fold the source's records into partials, store them,
+then commit the source offsets.
+
+Offsets are committed only after the partials that cover them are stored, so a
+crash replays from the last commit and the per-partial offsets skip what was
+already counted.  When the store is unreachable the stage stops fetching and
+committing, reports not ready, and retries by itself.  When a write is fenced
+(another pod owns the partition now), the partition's state is reloaded from the
+store and read again from the committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aggregator.core.accumulate import SKIPPED, FoldSettings, MapFolder
+from aggregator.core.events import Reject, Timeliness
+from aggregator.ports.clock import Clock
+from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, SourceUnavailable
+from aggregator.ports.store import PartialStore, StoreUnavailable
+
+FETCH_MAX_RECORDS = 5000
+
+
+@dataclass
+class MapStats:
+    records: int = 0
+    counted: int = 0
+    skipped: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    flushes: int = 0
+    flush_seconds_total: float = 0.0
+    last_flush_seconds: float = 0.0
+    store_calls: int = 0
+    fenced: int = 0
+    resyncs: int = 0
+
+
+class MapStage:
+    def __init__(
+        self,
+        source: EventSource,
+        store: PartialStore,
+        clock: Clock,
+        settings: FoldSettings,
+        *,
+        flush_interval_s: float,
+        dead_letters: DeadLetters | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._clock = clock
+        self._settings = settings
+        self._flush_interval = flush_interval_s
+        self._dead_letters = dead_letters
+        self._log = logger or logging.getLogger("aggregator.map")
+        self.folder = MapFolder(settings)
+        self.stats = MapStats()
+        self._next_offsets: dict[int, int] = {}
+        self._uncommitted: set[int] = set()
+        self._dlq: list[tuple[SourceRecord, str]] = []
+        self._stopping = asyncio.Event()
+        self._store_ok = True
+        self._source_ok = False
+        self._retention = int(settings.window_seconds + settings.grace_seconds) + 60
+
+    # -- health --------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._store_ok and self._source_ok
+
+    def assignment(self) -> frozenset[int]:
+        return self._source.assignment()
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._start_source()
+        last_flush = self._clock.monotonic()
+        while not self._stopping.is_set():
+            if not self._store_ok:
+                await self._retry_store()
+                last_flush = self._clock.monotonic()
+                continue
+            try:
+                records = await self._source.fetch(FETCH_MAX_RECORDS, min(0.2, self._flush_interval))
+                self._source_ok = True
+            except SourceUnavailable as error:
+                self._source_ok = False
+                self._log.warning("source unavailable, retrying: %s", error)
+                await self._clock.sleep(1.0)
+                continue
+            self._fold(records)
+            if self._clock.monotonic() - last_flush >= self._flush_interval:
+                await self.flush()
+                last_flush = self._clock.monotonic()
+
+    async def stop(self) -> None:
+        """Graceful: stop fetching, flush and commit, leave the group."""
+        self._stopping.set()
+        await self.flush()
+        try:
+            await self._source.stop()
+        except SourceUnavailable as error:
+            self._log.warning("could not leave the consumer group cleanly: %s", error)
+
+    async def _start_source(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self._source.start(self)
+                self._source_ok = True
+                return
+            except SourceUnavailable as error:
+                self._log.warning("source not reachable at start, retrying in %.1fs: %s",
+                                  delay, error)
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _fold(self, records: list[SourceRecord]) -> None:
+        fold = self.folder.fold
+        stats = self.stats
+        dropped = stats.dropped
+        next_offsets = self._next_offsets
+        for record in records:
+            outcome = fold(record.partition, record.offset, record.timestamp, record.value)
+            if outcome is None:
+                stats.counted += 1
+            elif outcome == SKIPPED:
+                stats.skipped += 1
+            else:
+                reason = str(outcome)
+                dropped[reason] = dropped.get(reason, 0) + 1
+                if self._dead_letters is not None:
+                    self._dlq.append((record, reason))
+            next_offsets[record.partition] = record.offset + 1
+        if records:
+            stats.records += len(records)
+            self._uncommitted.update(r.partition for r in records)
+
+    # -- flushing ------------------------------------------------------------
+
+    async def flush(self) -> bool:
+        """Store every pending partial, then commit; False if the store failed."""
+        started = self._clock.monotonic()
+        try:
+            await self._send_dead_letters()
+            commits: dict[int, int] = {}
+            for partition in sorted(self.folder.partitions):
+                if partition not in self._source.assignment():
+                    continue
+                if await self._flush_partition(partition) and partition in self._uncommitted:
+                    commits[partition] = self._next_offsets[partition]
+            if commits:
+                await self._source.commit(commits)
+                self._uncommitted.difference_update(commits)
+        except StoreUnavailable as error:
+            if self._store_ok:
+                self._log.warning("store unavailable; pausing fetch and commits: %s", error)
+            self._store_ok = False
+            return False
+        except SourceUnavailable as error:
+            self._log.warning("commit failed, will retry at the next flush: %s", error)
+        elapsed = self._clock.monotonic() - started
+        self.stats.flushes += 1
+        self.stats.flush_seconds_total += elapsed
+        self.stats.last_flush_seconds = elapsed
+        return True
+
+    async def _flush_partition(self, partition: int) -> bool:
+        state = self.folder.partition(partition)
+        partials = state.roll_up()
+        if partials:
+            self.stats.store_calls += 1
+            fenced = await self._store.write(self._source.name, partition, partials)
+            if fenced:
+                self.stats.fenced += len(fenced)
+                await self._resync(partition)
+                return False
+            state.stored(p.bucket for p in partials)
+        newest = max(state.partials, default=None)
+        if newest is not None:
+            state.expire(newest - self._retention)
+        return True
+
+    async def _send_dead_letters(self) -> None:
+        if self._dead_letters is None or not self._dlq:
+            return
+        pending, self._dlq = self._dlq, []
+        for record, reason in pending:
+            await self._dead_letters.send(record, reason)
+
+    async def _retry_store(self) -> None:
+        await self._clock.sleep(1.0)
+        if await self.flush():
+            self._store_ok = True
+            self._log.info("store reachable again; resuming")
+
+    async def _resync(self, partition: int) -> None:
+        """Our write was fenced: reload what the store has and read again."""
+        self.stats.resyncs += 1
+        self._log.warning("partition %d was written by another pod; reloading it", partition)
+        self._drop(partition)
+        await self._load(partition)
+        committed = await self._source.committed(partition)
+        await self._source.seek(partition, committed or 0)
+
+    # -- rebalance listener ----------------------------------------------------
+
+    async def on_revoked(self, partitions: frozenset[int]) -> None:
+        try:
+            await self._send_dead_letters()
+            commits = {}
+            for partition in sorted(partitions):
+                if partition in self.folder.partitions and await self._flush_partition(partition):
+                    if partition in self._uncommitted:
+                        commits[partition] = self._next_offsets[partition]
+            if commits:
+                await self._source.commit(commits)
+        except (StoreUnavailable, SourceUnavailable) as error:
+            self._log.warning("could not hand over partitions %s cleanly: %s",
+                              sorted(partitions), error)
+        for partition in partitions:
+            self._drop(partition)
+
+    async def on_assigned(self, partitions: frozenset[int]) -> None:
+        for partition in sorted(partitions):
+            await self._load(partition)
+        self._log.info("assigned partitions %s", sorted(partitions))
+
+    def _drop(self, partition: int) -> None:
+        self.folder.partitions.pop(partition, None)
+        self._next_offsets.pop(partition, None)
+        self._uncommitted.discard(partition)
+        self._store.forget(self._source.name, partition)
+
+    async def _load(self, partition: int) -> None:
+        """Load the partition's stored partials; without them the offset dedup cannot
+        work, so keep trying (not ready meanwhile) rather than fold blind."""
+        delay = 0.5
+        while True:
+            try:
+                partials = await self._store.load(self._source.name, partition)
+            except StoreUnavailable as error:
+                self._store_ok = False
+                self._log.warning("cannot load partition %d yet (%s); retrying", partition, error)
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.folder.partition(partition).load(partials)
+            return
+
+
+def drop_reasons() -> list[str]:
+    return [r.value for r in Reject] + [t.value for t in Timeliness]

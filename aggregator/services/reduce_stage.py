@@ -1,0 +1,129 @@
+"""The reduce stage (leader only): merge the window's partials every tick and
+publish the snapshot, stamped with the leader's fencing epoch.
+
+It first reads every stored partial, then only the ones that changed, so a tick
+costs what changed.  Before each publish it asks the elector whether it still
+leads with this epoch (and renewed recently enough); if not, it stays silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aggregator.core.snapshot import build_snapshot
+from aggregator.core.window import RollingWindow
+from aggregator.ports.bus import Published, SnapshotBus
+from aggregator.ports.clock import Clock
+from aggregator.ports.store import PartialFeed, StoreUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class ReduceSettings:
+    dimension_names: tuple[str, ...]
+    window_seconds: int
+    bucket_seconds: int
+    tick_s: float
+    top_n: int
+
+
+@dataclass
+class ReduceStats:
+    ticks: int = 0
+    published: int = 0
+    withheld: int = 0
+    last_tick_seconds: float = 0.0
+    tick_seconds: list[float] = field(default_factory=list)
+
+    def record(self, seconds: float) -> None:
+        self.ticks += 1
+        self.last_tick_seconds = seconds
+        self.tick_seconds.append(seconds)
+        if len(self.tick_seconds) > 1000:
+            del self.tick_seconds[:500]
+
+
+class ReduceStage:
+    def __init__(
+        self,
+        feed: PartialFeed,
+        bus: SnapshotBus,
+        clock: Clock,
+        settings: ReduceSettings,
+        *,
+        identity: str,
+        leading_epoch: Callable[[], int | None],
+        live_fields: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._feed = feed
+        self._bus = bus
+        self._clock = clock
+        self._settings = settings
+        self._identity = identity
+        self._leading_epoch = leading_epoch
+        self._live_fields = live_fields
+        self._log = logger or logging.getLogger("aggregator.reduce")
+        self.stats = ReduceStats()
+
+    async def run(self, epoch: int) -> None:
+        """Reduce and publish until cancelled (the elector cancels it on demotion)."""
+        settings = self._settings
+        window = RollingWindow(
+            len(settings.dimension_names), settings.window_seconds, settings.bucket_seconds
+        )
+        self._log.info("reducing as %s with epoch %d", self._identity, epoch)
+        try:
+            for key, partial in await self._retrying(self._feed.open):
+                window.apply(key, partial)
+            while True:
+                await self.tick(window, epoch)
+                await self._sleep_to_next_tick()
+        finally:
+            await self._feed.close()
+
+    async def tick(self, window: RollingWindow, epoch: int) -> None:
+        started = self._clock.monotonic()
+        try:
+            changes = await self._feed.changes()
+        except StoreUnavailable as error:
+            self._log.warning("store unavailable; snapshot not refreshed: %s", error)
+            return
+        for key, partial in changes:
+            window.apply(key, partial)
+        now = self._clock.time()
+        window.advance(now)
+        extra: dict[str, Any] = {"leader": self._identity, "epoch": epoch, "generated_at": now}
+        if self._live_fields is not None:
+            extra.update(await self._live_fields())
+        snapshot = build_snapshot(
+            window, self._settings.dimension_names, self._settings.top_n, extra=extra
+        )
+        self.stats.record(self._clock.monotonic() - started)
+        if self._leading_epoch() != epoch:
+            self.stats.withheld += 1
+            return
+        await self._bus.publish(Published(epoch, self._identity, now, orjson.dumps(snapshot)))
+        self.stats.published += 1
+
+    async def _sleep_to_next_tick(self) -> None:
+        tick = self._settings.tick_s
+        now = self._clock.time()
+        await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
+
+    async def _retrying(
+        self, read: Callable[[], Awaitable[Sequence[Any]]]
+    ) -> Sequence[Any]:
+        delay = 0.5
+        while True:
+            try:
+                return await read()
+            except StoreUnavailable as error:
+                self._log.warning("store unavailable for the reducer, retrying: %s", error)
+                await self._clock.sleep(delay)
+                delay = min(2 * delay, 5.0)
