@@ -115,7 +115,8 @@ def _go() -> str:
 def _go_env() -> dict[str, str]:
     # Never let the go command fetch another toolchain behind our back; the pinned
     # Kubernetes version is chosen to build with the installed one.
-    return {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    # -mod=mod lets the build write go.sum for our generated go.mod.
+    return {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod -buildvcs=false", "CGO_ENABLED": "0"}
 
 
 def _download_go_mod(version: str, workdir: Path, log: Path) -> str:
@@ -222,7 +223,12 @@ def _build(target: KubeBinaries) -> None:
         str(staging_bin) + "/",
         *(f"k8s.io/kubernetes/cmd/{name}" for name in COMMANDS),
     ]
-    run_checked(argv, what=f"go build kubernetes {version}", cwd=workdir, env=_go_env(), log=log)
+    try:
+        what = f"go build kubernetes {version}"
+        run_checked(argv, what=what, cwd=workdir, env=_go_env(), log=log)
+    except InfraError as error:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise InfraError(f"{error}; last lines:\n{tail}") from error
     shutil.rmtree(target.bin_dir, ignore_errors=True)
     staging_bin.rename(target.bin_dir)
 

@@ -152,48 +152,53 @@ def _start_apiserver(binary: Path, keys: Pki) -> float:
     return time.monotonic() - started
 
 
-def write_kubeconfig(keys: Pki, path: Path | None = None) -> Path:
+def _b64(file: Path) -> str:
+    return base64.b64encode(file.read_bytes()).decode()
+
+
+def _write_config(
+    path: Path, keys: Pki, user: str, credentials: dict[str, str], namespace: str
+) -> Path:
     """A kubeconfig for kubectl and the Python client (JSON, which is valid YAML)."""
-    path = path or kubeconfig_path()
-
-    def b64(file: Path) -> str:
-        return base64.b64encode(file.read_bytes()).decode()
-
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
             {
                 "name": CONTEXT,
-                "cluster": {
-                    "server": SERVER_URL,
-                    "certificate-authority-data": b64(keys.ca_cert),
-                },
+                "cluster": {"server": SERVER_URL, "certificate-authority-data": _b64(keys.ca_cert)},
             }
         ],
-        "users": [
-            {
-                "name": ADMIN_USER,
-                "user": {
-                    "client-certificate-data": b64(keys.admin_cert),
-                    "client-key-data": b64(keys.admin_key),
-                },
-            }
-        ],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [
             {
                 "name": CONTEXT,
-                "context": {"cluster": CONTEXT, "user": ADMIN_USER, "namespace": "default"},
+                "context": {"cluster": CONTEXT, "user": user, "namespace": namespace},
             }
         ],
         "current-context": CONTEXT,
         "preferences": {},
     }
-    partial = path.with_suffix(".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(config, indent=2) + "\n")
     partial.chmod(0o600)
     partial.rename(path)
     return path
+
+
+def write_kubeconfig(keys: Pki, path: Path | None = None) -> Path:
+    """The admin kubeconfig: client certificate in group system:masters."""
+    credentials = {
+        "client-certificate-data": _b64(keys.admin_cert),
+        "client-key-data": _b64(keys.admin_key),
+    }
+    return _write_config(path or kubeconfig_path(), keys, ADMIN_USER, credentials, "default")
+
+
+def write_token_kubeconfig(path: Path, token: str, *, user: str, namespace: str) -> Path:
+    """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
+    return _write_config(path, pki(), user, {"token": token}, namespace)
 
 
 def require_installed() -> tuple[build.KubeBinaries, Path]:
@@ -256,10 +261,16 @@ def status_lines() -> list[str]:
     return lines
 
 
-def kubectl(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run the built kubectl against the local API server (never raises on exit code)."""
+def kubectl(
+    *args: str, kubeconfig: Path | None = None, timeout_s: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the built kubectl against the local API server (never raises on exit code).
+
+    Uses the admin kubeconfig unless another one (e.g. a ServiceAccount's) is given.
+    """
+    config = kubeconfig or kubeconfig_path()
     return subprocess.run(
-        [str(build.binaries().kubectl), f"--kubeconfig={kubeconfig_path()}", *args],
+        [str(build.binaries().kubectl), f"--kubeconfig={config}", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,

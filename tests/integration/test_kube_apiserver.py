@@ -14,6 +14,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -123,21 +124,6 @@ def _eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return True
         time.sleep(0.2)
     return check()
-
-
-def _service_account_token(admin: client.ApiClient, namespace: str, name: str) -> str:
-    core = client.CoreV1Api(admin)
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
-    )
-    issued = core.create_namespaced_service_account_token(
-        name,
-        namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
-        ),
-    )
-    return present(present(issued.status).token)
 
 
 def _grant_lease_reader(admin: client.ApiClient, namespace: str, service_account: str) -> None:
@@ -262,7 +248,7 @@ def test_kubectl_reports_the_pinned_server_version(kube_api: KubeApi) -> None:
 def test_kubectl_auth_can_i_answers_for_a_service_account(
     kube_api: KubeApi, admin: client.ApiClient, kube_namespace: str
 ) -> None:
-    _service_account_token(admin, kube_namespace, "elector")
+    kube_api.service_account_token(kube_namespace, "elector")
     who = f"system:serviceaccount:{kube_namespace}:elector"
 
     def can_i(verb: str) -> subprocess.CompletedProcess[str]:
@@ -286,12 +272,12 @@ def test_kubectl_auth_can_i_answers_for_a_service_account(
 
 @pytest.mark.kube
 def test_service_account_reads_leases_only_after_a_role_binding(
-    kube_api: KubeApi, admin: client.ApiClient, kube_namespace: str
+    kube_api: KubeApi, admin: client.ApiClient, kube_namespace: str, tmp_path: Path
 ) -> None:
     client.CoordinationV1Api(admin).create_namespaced_lease(
         kube_namespace, _lease(LEASE, "pod-a_1x2y")
     )
-    token = _service_account_token(admin, kube_namespace, "elector")
+    token = kube_api.service_account_token(kube_namespace, "elector")
 
     with kube_api.token_client(token) as as_sa:
         # The token authenticates as the ServiceAccount...
@@ -306,6 +292,12 @@ def test_service_account_reads_leases_only_after_a_role_binding(
         denied = _api_error(lambda: leases.read_namespaced_lease(LEASE, kube_namespace))
         assert denied.status == 403
         assert _status(denied)["reason"] == "Forbidden"
+        sa_config = kube_api.token_kubeconfig(
+            tmp_path / "elector.kubeconfig", token, namespace=kube_namespace
+        )
+        refused = kube_api.kubectl("get", "lease", LEASE, kubeconfig=sa_config)
+        assert refused.returncode == 1
+        assert "Forbidden" in refused.stderr
 
         _grant_lease_reader(admin, kube_namespace, "elector")
 
@@ -323,6 +315,10 @@ def test_service_account_reads_leases_only_after_a_role_binding(
         assert present(read.spec).holder_identity == "pod-a_1x2y"
         listed = leases.list_namespaced_lease(kube_namespace).items
         assert [present(item.metadata).name for item in listed] == [LEASE]
+        shown = kube_api.kubectl(
+            "get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}", kubeconfig=sa_config
+        )
+        assert (shown.returncode, shown.stdout) == (0, "pod-a_1x2y"), shown.stderr
 
         # The grant is exactly the Role: no writes, no other namespace.
         write = _api_error(lambda: leases.replace_namespaced_lease(LEASE, kube_namespace, read))
