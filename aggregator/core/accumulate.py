@@ -8,6 +8,11 @@ Idempotent replay: each stored partial carries the highest source offset folded
 into it, and every message goes to exactly one partial, chosen from its content
 and record timestamp alone.  A message whose offset is at or below its partial's
 offset is already counted and is skipped.
+
+Lateness is judged against the time the message entered the log (its record
+timestamp), not the clock of whoever processes it: a replay after a crash then
+classifies every message exactly as the first pass did, which the deduplication
+relies on, and a consumer that lags does not turn on-time events into late ones.
 """
 
 from __future__ import annotations

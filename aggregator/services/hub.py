@@ -69,8 +69,10 @@ class SnapshotHub:
         if message.epoch < self.highest_epoch:
             self.stale_dropped += 1
             return
-        if self.latest is not None and message.epoch == self.latest.epoch and (
-            message.generated_at < self.latest.generated_at
+        if (
+            self.latest is not None
+            and message.epoch == self.latest.epoch
+            and (message.generated_at < self.latest.generated_at)
         ):
             self.stale_dropped += 1
             return

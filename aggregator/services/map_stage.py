@@ -76,6 +76,10 @@ class MapStage:
     def assignment(self) -> frozenset[int]:
         return self._source.assignment()
 
+    def positions(self) -> dict[int, int]:
+        """Next offset to fold, per partition that has been read from."""
+        return dict(self._next_offsets)
+
     # -- the loop ------------------------------------------------------------
 
     async def run(self) -> None:
@@ -87,7 +91,9 @@ class MapStage:
                 last_flush = self._clock.monotonic()
                 continue
             try:
-                records = await self._source.fetch(FETCH_MAX_RECORDS, min(0.2, self._flush_interval))
+                records = await self._source.fetch(
+                    FETCH_MAX_RECORDS, min(0.2, self._flush_interval)
+                )
                 self._source_ok = True
             except SourceUnavailable as error:
                 self._source_ok = False
@@ -116,8 +122,9 @@ class MapStage:
                 self._source_ok = True
                 return
             except SourceUnavailable as error:
-                self._log.warning("source not reachable at start, retrying in %.1fs: %s",
-                                  delay, error)
+                self._log.warning(
+                    "source not reachable at start, retrying in %.1fs: %s", delay, error
+                )
                 await self._clock.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -216,14 +223,18 @@ class MapStage:
             await self._send_dead_letters()
             commits = {}
             for partition in sorted(partitions):
-                if partition in self.folder.partitions and await self._flush_partition(partition):
-                    if partition in self._uncommitted:
-                        commits[partition] = self._next_offsets[partition]
+                if (
+                    partition in self.folder.partitions
+                    and await self._flush_partition(partition)
+                    and partition in self._uncommitted
+                ):
+                    commits[partition] = self._next_offsets[partition]
             if commits:
                 await self._source.commit(commits)
         except (StoreUnavailable, SourceUnavailable) as error:
-            self._log.warning("could not hand over partitions %s cleanly: %s",
-                              sorted(partitions), error)
+            self._log.warning(
+                "could not hand over partitions %s cleanly: %s", sorted(partitions), error
+            )
         for partition in partitions:
             self._drop(partition)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aggregator.ports.clock import Clock
 from aggregator.ports.members import MemberInfo, MemberRegistry
@@ -14,7 +14,7 @@ class Membership:
         self,
         registry: MemberRegistry,
         clock: Clock,
-        describe: Callable[[], MemberInfo],
+        describe: Callable[[], Awaitable[MemberInfo]],
         *,
         interval_s: float = 2.0,
         logger: logging.Logger | None = None,
@@ -36,7 +36,7 @@ class Membership:
             await self._clock.sleep(self._interval)
 
     async def beat(self) -> None:
-        await self._registry.heartbeat(self._describe(), ttl_s=3 * self._interval)
+        await self._registry.heartbeat(await self._describe(), ttl_s=3 * self._interval)
         self.members = await self._registry.members()
         names = sorted(member.identity for member in self.members)
         if names != self._names:

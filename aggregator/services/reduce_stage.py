@@ -116,9 +116,7 @@ class ReduceStage:
         now = self._clock.time()
         await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
 
-    async def _retrying(
-        self, read: Callable[[], Awaitable[Sequence[Any]]]
-    ) -> Sequence[Any]:
+    async def _retrying(self, read: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
         delay = 0.5
         while True:
             try:

@@ -11,6 +11,7 @@ offsets are kept per group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,10 +56,8 @@ class MemoryLog:
 
     async def wait_for_records(self, timeout_s: float) -> None:
         self._appended.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._appended.wait(), timeout_s)
-        except TimeoutError:
-            pass
 
 
 @dataclass
