@@ -59,7 +59,8 @@ class ServerProcess:
         if env:
             full_env.update(env)
         with self.log_file.open("ab") as log:
-            log.write(f"\n=== start {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(argv)}\n".encode())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log.write(f"\n=== start {stamp}: {' '.join(argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
                 list(argv),

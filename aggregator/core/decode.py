@@ -89,7 +89,8 @@ class Decoder:
             raw: Any = self._decoder.decode(message)
         except msgspec.ValidationError as error:
             return self._reason(str(error))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            # msgspec raises UnicodeDecodeError for bad UTF-8 inside a string.
             return Reject.INVALID_JSON
         ts = raw.ts
         if type(ts) is str:

@@ -11,18 +11,16 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import orjson
-import uvicorn
-from fastapi import FastAPI
 
-from aggregator.api.app import create_app
 from aggregator.core.decode import parse_timestamp
 from aggregator.core.replay import replay
-from aggregator.wiring.compose import pod_settings
-from aggregator.wiring.demo import DemoCluster
 from aggregator.wiring.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 USAGE_ERROR = 2
 DEMO_LEASE = {
@@ -156,6 +154,11 @@ def _number_or_text(raw: str) -> float | str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+
+    from aggregator.api.app import create_app
+    from aggregator.wiring.compose import pod_settings
+    from aggregator.wiring.demo import DemoCluster
+
     overrides = {k: v for k, v in DEMO_LEASE.items() if f"AGG_{k.upper()}" not in os.environ}
     settings = load_settings(**overrides)
     _configure_logging(settings)
@@ -188,6 +191,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _serve(app: FastAPI, host: str, port: int, settings: Settings) -> int:
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         host=host,

@@ -13,10 +13,11 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from aggregator.core.election import JITTER_FACTOR as JITTER_FACTOR
+from aggregator.core.election import check_lease_timings
 from aggregator.core.events import EventSchema
 
 PREFIX = "AGG_"
-JITTER_FACTOR = 1.2
 
 
 class ConfigError(ValueError):
@@ -102,7 +103,14 @@ class Settings(BaseSettings):
                 f"{PREFIX}TIME_FIELD must name different fields (got {', '.join(fields)})"
             )
         check_lease_timings(
-            self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds
+            self.lease_duration_seconds,
+            self.renew_deadline_seconds,
+            self.retry_period_seconds,
+            names=(
+                f"{PREFIX}LEASE_DURATION_SECONDS",
+                f"{PREFIX}RENEW_DEADLINE_SECONDS",
+                f"{PREFIX}RETRY_PERIOD_SECONDS",
+            ),
         )
         return self
 
@@ -113,20 +121,6 @@ class Settings(BaseSettings):
             value_field=self.value_field,
             distinct_field=self.distinct_field,
             time_field=self.time_field,
-        )
-
-
-def check_lease_timings(lease: float, renew_deadline: float, retry: float) -> None:
-    """client-go's rule: lease > renew deadline > jitter factor x retry period."""
-    if not lease > renew_deadline:
-        raise ValueError(
-            f"{PREFIX}LEASE_DURATION_SECONDS ({lease:g}) must be greater than "
-            f"{PREFIX}RENEW_DEADLINE_SECONDS ({renew_deadline:g})"
-        )
-    if not renew_deadline > JITTER_FACTOR * retry:
-        raise ValueError(
-            f"{PREFIX}RENEW_DEADLINE_SECONDS ({renew_deadline:g}) must be greater than "
-            f"{JITTER_FACTOR} x {PREFIX}RETRY_PERIOD_SECONDS ({retry:g})"
         )
 
 
