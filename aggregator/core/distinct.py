@@ -13,6 +13,7 @@ that grows may be folded again, and expiring a bucket costs nothing.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Mapping
 
@@ -43,13 +44,20 @@ def union_into(target: Registers, source: Mapping[int, int]) -> None:
 def estimate(ranks: Iterable[int]) -> int:
     """Cardinality from the ranks of the non-empty registers."""
     filled = 0
-    harmonic = 0.0
+    scaled = 0
     for rank in ranks:
         filled += 1
-        harmonic += 2.0**-rank
+        scaled += 1 << (_REST_BITS + 1 - rank)
+    return estimate_from(filled, scaled)
+
+
+def estimate_from(filled: int, scaled_harmonic: int) -> int:
+    """Cardinality from the count of non-empty registers and the exact sum of
+    2**-rank over them, scaled by 2**(REST_BITS + 1) to stay an integer."""
     if filled == 0:
         return 0
     empty = REGISTERS - filled
+    harmonic = scaled_harmonic / (1 << (_REST_BITS + 1))
     raw = _ALPHA * REGISTERS * REGISTERS / (harmonic + empty)
     if raw <= 2.5 * REGISTERS and empty:
         return round(REGISTERS * math.log(REGISTERS / empty))
@@ -71,7 +79,14 @@ class SlidingMax:
 
     def add(self, time: int, value: float) -> None:
         pairs = self._pairs
-        # Dominated: some pair no older with a value at least as large.
+        if not pairs or time >= pairs[-1][0]:
+            # The usual case, the newest bucket: drop what it dominates from the end.
+            while pairs and pairs[-1][1] <= value:
+                pairs.pop()
+            if not pairs or pairs[-1][0] < time:
+                pairs.append((time, value))
+            return
+        # An older bucket: dominated if some pair no older holds at least as much.
         for t, v in reversed(pairs):
             if t < time:
                 break
@@ -88,35 +103,78 @@ class SlidingMax:
             pairs.pop(0)
         return pairs[0][1] if pairs else None
 
+    def overall(self) -> float | None:
+        """The maximum over every time kept."""
+        return self._pairs[0][1] if self._pairs else None
+
+    def first_time(self) -> int:
+        """The time after which the current maximum no longer counts."""
+        return self._pairs[0][0]
+
     def __bool__(self) -> bool:
         return bool(self._pairs)
 
 
 class SlidingRegisters:
-    """HyperLogLog registers whose contributions expire with the window."""
+    """HyperLogLog registers whose contributions expire with the window.
 
-    __slots__ = ("_registers",)
+    The current rank of every register (for the last start asked about) and the
+    estimator's sums are kept up to date, and a heap orders registers by when
+    their current rank expires: a query recomputes only the registers whose rank
+    just expired, so its cost follows what changed, not the register count.
+    """
+
+    __slots__ = ("_current", "_expiry", "_filled", "_scaled", "_slots", "_start")
 
     def __init__(self) -> None:
-        self._registers: dict[int, SlidingMax] = {}
+        self._slots: dict[int, SlidingMax] = {}
+        self._current: dict[int, int] = {}
+        self._filled = 0
+        self._scaled = 0
+        self._expiry: list[tuple[int, int]] = []
+        self._start: int | None = None
 
     def add(self, time: int, registers: Mapping[int, int]) -> None:
-        own = self._registers
+        slots = self._slots
+        start = self._start
         for register, rank in registers.items():
-            slot = own.get(register)
+            slot = slots.get(register)
             if slot is None:
-                slot = own[register] = SlidingMax()
+                slot = slots[register] = SlidingMax()
             slot.add(time, rank)
+            if start is None or time >= start:
+                self._refresh(register, slot)
 
     def estimate_since(self, start: int) -> int:
-        ranks: list[int] = []
-        expired: list[int] = []
-        for register, slot in self._registers.items():
-            rank = slot.max_since(start)
-            if rank is None:
-                expired.append(register)
-            else:
-                ranks.append(int(rank))
-        for register in expired:
-            del self._registers[register]
-        return estimate(ranks)
+        if self._start is None or start < self._start:
+            self._start = start
+            for register, slot in list(self._slots.items()):
+                self._refresh(register, slot)
+        elif start > self._start:
+            self._start = start
+            expiry = self._expiry
+            while expiry and expiry[0][0] < start:
+                _, register = heapq.heappop(expiry)
+                slot = self._slots.get(register)
+                if slot is not None:
+                    self._refresh(register, slot)
+        return estimate_from(self._filled, self._scaled)
+
+    def _refresh(self, register: int, slot: SlidingMax) -> None:
+        """Recompute one register's rank for the current start."""
+        old = self._current.get(register)
+        found = slot.max_since(self._start) if self._start is not None else slot.overall()
+        new = None if found is None else int(found)
+        if old == new:
+            return
+        if old is not None:
+            self._filled -= 1
+            self._scaled -= 1 << (_REST_BITS + 1 - old)
+        if new is None:
+            self._current.pop(register, None)
+            del self._slots[register]
+            return
+        self._current[register] = new
+        self._filled += 1
+        self._scaled += 1 << (_REST_BITS + 1 - new)
+        heapq.heappush(self._expiry, (slot.first_time(), register))

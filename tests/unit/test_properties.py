@@ -209,3 +209,18 @@ def test_histogram_bins_bound_relative_error() -> None:
 
     for value in (1e-6, 0.5, 1.0, 3.3, 1234.5, 9.9e8):
         assert abs(bin_value(bin_of(value)) - value) <= 0.01 * value
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    adds=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 50)), max_size=40),
+    start=st.integers(0, 31),
+)
+def test_sliding_max_equals_max_over_the_suffix(adds: list[tuple[int, int]], start: int) -> None:
+    from aggregator.core.distinct import SlidingMax
+
+    sliding = SlidingMax()
+    for time, value in adds:
+        sliding.add(time, value)
+    expected = max((v for t, v in adds if t >= start), default=None)
+    assert sliding.max_since(start) == expected

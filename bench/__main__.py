@@ -1,0 +1,76 @@
+"""``python -m bench [--quick] [--no-write]``: run the core benchmarks, print a
+table, and rewrite the generated section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+from bench import decode_fold, reduce_tick
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+BEGIN = "<!-- bench:core:begin -->"
+END = "<!-- bench:core:end -->"
+TARGET_EVENTS_PER_S = 300_000
+TARGET_TICK_P99_MS = 50.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    events = 50_000 if args.quick else 400_000
+    ticks = 10 if args.quick else 60
+
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"command: `python -m bench{' --quick' if args.quick else ''}`.",
+        "",
+        "| benchmark | ours | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    ours, base = decode_fold.run(events)
+    lines.append(
+        f"| decode + fold, events/s on one core ({events:,} events) "
+        f"| {ours.per_second:,.0f} | {base.per_second:,.0f} "
+        f"| {ours.per_second / base.per_second:.2f}x "
+        f"| >= {TARGET_EVENTS_PER_S:,} | {'yes' if ours.per_second >= TARGET_EVENTS_PER_S else 'no'} |"
+    )
+    for keys in (1_000, 10_000):
+        inc, full = reduce_tick.run(keys, 300, ticks=ticks)
+        met = "yes" if inc.p99_ms <= TARGET_TICK_P99_MS else "no"
+        target = f"p99 <= {TARGET_TICK_P99_MS:g} ms" if keys == 10_000 else "-"
+        lines.append(
+            f"| reduce tick, {keys:,} keys x 300 buckets, p50 / p99 ms "
+            f"| {inc.p50_ms:.1f} / {inc.p99_ms:.1f} | {full.p50_ms:.0f} / {full.p99_ms:.0f} "
+            f"| {full.p50_ms / inc.p50_ms:.0f}x faster | {target} "
+            f"| {met if keys == 10_000 else '-'} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if not args.no_write:
+        _write(table)
+        print(f"\nwritten to {DOC}")
+    return 0
+
+
+def _write(table: str) -> None:
+    block = f"{BEGIN}\n{table}\n{END}"
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    if BEGIN in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n## Core (decode, fold, reduce)\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Decode + fold throughput on one core, against a straightforward baseline
+(stdlib json, field checks in Python, one aggregate update per dimension)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+from aggregator.core.accumulate import FoldSettings, MapFolder
+from aggregator.core.events import EventSchema
+from aggregator.core.partial import Agg, Partial
+from aggregator.core.quantiles import bin_of
+from bench.workload import BASE_TS, messages
+
+ROLL_UP_EVERY = 25_000  # ~ one flush interval at 50k events/s
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    events: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds
+
+
+def ours(batch: list[bytes]) -> Throughput:
+    folder = MapFolder(FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1 << 20))
+    arrived = BASE_TS + 10.0
+    fold = folder.fold
+    started = time.perf_counter()
+    for offset, message in enumerate(batch):
+        fold(0, offset, arrived, message)
+        if offset % ROLL_UP_EVERY == ROLL_UP_EVERY - 1:
+            folder.partition(0).roll_up()
+    folder.partition(0).roll_up()
+    return Throughput("decode+fold (msgspec, combo buffer)", len(batch), time.perf_counter() - started)
+
+
+def baseline(batch: list[bytes]) -> Throughput:
+    """json.loads, checks in Python, and every dimension's aggregate per event."""
+    dims = ("app", "platform", "crash_type")
+    partials: dict[int, Partial] = {}
+    started = time.perf_counter()
+    for message in batch:
+        obj = json.loads(message)
+        ts = obj.get("ts")
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
+            continue
+        bucket = int(ts // 1)
+        partial = partials.get(bucket)
+        if partial is None:
+            partial = partials[bucket] = Partial(bucket, len(dims))
+        value = obj.get("duration_ms")
+        aggs = [partial.total]
+        for keys, dim in zip(partial.by, dims, strict=True):
+            key = obj.get(dim) or "unknown"
+            agg = keys.get(key)
+            if agg is None:
+                agg = keys[key] = Agg()
+            aggs.append(agg)
+        for agg in aggs:
+            agg.count += 1
+            if value is not None:
+                agg.vcount += 1
+                agg.vsum += value
+                agg.vmin = min(agg.vmin, value)
+                agg.vmax = max(agg.vmax, value)
+                index = bin_of(value)
+                agg.hist[index] = agg.hist.get(index, 0) + 1
+    return Throughput("baseline (json + per-dimension fold)", len(batch), time.perf_counter() - started)
+
+
+def run(count: int, repeats: int = 3) -> list[Throughput]:
+    batch = messages(count)
+    best_ours = min((ours(batch) for _ in range(repeats)), key=lambda t: t.seconds)
+    best_base = min((baseline(batch) for _ in range(repeats)), key=lambda t: t.seconds)
+    return [best_ours, best_base]
