@@ -270,7 +270,7 @@ def within_renew_deadline(renewed_at: float, now: float, timings: ElectionTiming
     happened after ``renewed_at`` (the time the write was sent), and the renew
     deadline is shorter than the lease duration.
     """
-    return now < renewed_at + timings.lease_duration_s + 1
+    return now < renew_deadline_at(renewed_at, timings)
 
 
 def watchdog_healthy(
