@@ -155,9 +155,9 @@ class SlidingRegisters:
             expiry = self._expiry
             while expiry and expiry[0][0] < start:
                 _, register = heapq.heappop(expiry)
-                slot = self._slots.get(register)
-                if slot is not None:
-                    self._refresh(register, slot)
+                expiring = self._slots.get(register)
+                if expiring is not None:
+                    self._refresh(register, expiring)
         return estimate_from(self._filled, self._scaled)
 
     def _refresh(self, register: int, slot: SlidingMax) -> None:

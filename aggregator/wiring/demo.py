@@ -60,6 +60,7 @@ class DemoCluster:
         lease_name: str = "stream-aggregator",
         lease_namespace: str = "demo",
         seed: int | None = None,
+        session_timeout_s: float = SESSION_TIMEOUT_S,
     ) -> None:
         if pods < 1:
             raise ValueError("the demo needs at least one pod")
@@ -80,6 +81,7 @@ class DemoCluster:
             random.Random(seed), fold.schema, bad_fraction=bad_fraction
         )
         self._group = group
+        self._session_timeout_s = session_timeout_s
         self._lease_name = lease_name
         self._lease_namespace = lease_namespace
         self._names = [f"pod-{i}" for i in range(pods)]
@@ -106,6 +108,13 @@ class DemoCluster:
             await self._start_pod(name)
         self._producer = asyncio.create_task(self._produce(), name="demo-producer")
 
+    async def stop_producing(self) -> None:
+        if self._producer is not None:
+            self._producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._producer
+            self._producer = None
+
     async def close(self) -> None:
         if self._producer is not None:
             self._producer.cancel()
@@ -119,7 +128,7 @@ class DemoCluster:
             self.log,
             self._group,
             f"{name}-{random.randrange(1 << 30):08x}",
-            session_timeout_s=SESSION_TIMEOUT_S,
+            session_timeout_s=self._session_timeout_s,
         )
         store = MemoryStoreClient(self.store)
         feed = MemoryFeed(self.store)
@@ -165,6 +174,10 @@ class DemoCluster:
             await self.kill(name)
         log.warning("starting %s again with a new identity", name)
         await self._start_pod(name)
+
+    def consumer(self, name: str) -> MemoryConsumer:
+        """The pod's consumer (tests use it to make commits fail)."""
+        return self._handles[name].consumer
 
     def describe(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []

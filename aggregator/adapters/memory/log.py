@@ -124,6 +124,8 @@ class MemoryConsumer:
         self._positions: dict[int, int] = {}
         self._generation = -1
         self.available = True
+        self.fail_commits = False
+        """Refuse commits (as a broker might) while fetching still works."""
 
     @property
     def name(self) -> str:
@@ -147,6 +149,8 @@ class MemoryConsumer:
 
     async def commit(self, offsets: Mapping[int, int]) -> None:
         self._check()
+        if self.fail_commits:
+            raise SourceUnavailable("commit refused (simulated coordinator failure)")
         for partition, offset in offsets.items():
             if partition in self._assigned:
                 self._group.committed[partition] = offset
