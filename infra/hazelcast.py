@@ -22,7 +22,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from infra.maven import JarSet, file_lock, java_process_alive, require_java, start_timeout_s
+from infra.maven import (
+    JarSet,
+    file_lock,
+    java_process_alive,
+    require_java,
+    start_timeout_s,
+    wait_ports_closed,
+)
 from infra.paths import REPO_ROOT, state_dir
 from infra.process import InfraError, ServerProcess, port_open, require_free_port
 
@@ -152,8 +159,8 @@ class HazelcastComponent:
         with file_lock(state_dir() / "hazelcast.lock"):
             if not self.member_running(index):
                 java = require_java()
-                JARS.require_installed()
                 require_free_port(HOST, PORTS[index], f"Hazelcast member {index + 1}")
+                JARS.require_installed()
                 member_dir(index).mkdir(parents=True, exist_ok=True)
                 server.start(
                     [
@@ -183,11 +190,17 @@ class HazelcastComponent:
 
     def stop_member(self, index: int) -> bool:
         """Graceful shutdown (SIGTERM): the member hands its partitions over, then leaves."""
-        return self.member_running(index) and member_process(index).stop(timeout_s=30)
+        stopped = self.member_running(index) and member_process(index).stop(timeout_s=30)
+        if stopped:
+            wait_ports_closed(HOST, [PORTS[index]])
+        return stopped
 
     def kill_member(self, index: int) -> bool:
         """SIGKILL: the member vanishes; the others promote its backups."""
-        return self.member_running(index) and member_process(index).kill()
+        killed = self.member_running(index) and member_process(index).kill()
+        if killed:
+            wait_ports_closed(HOST, [PORTS[index]])
+        return killed
 
     def stop(self) -> None:
         for index in reversed(range(len(PORTS))):

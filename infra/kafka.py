@@ -23,7 +23,14 @@ import time
 import uuid
 from pathlib import Path
 
-from infra.maven import JarSet, file_lock, java_process_alive, require_java, start_timeout_s
+from infra.maven import (
+    JarSet,
+    file_lock,
+    java_process_alive,
+    require_java,
+    start_timeout_s,
+    wait_ports_closed,
+)
 from infra.paths import REPO_ROOT, state_dir
 from infra.process import InfraError, ServerProcess, require_free_port, run_checked
 
@@ -216,9 +223,9 @@ class KafkaComponent:
                 SERVER.wait_ready(broker_ready, timeout_s=start_timeout_s(), what="Kafka")
                 return False
             java = require_java()
-            JARS.require_installed()
             require_free_port(HOST, PORT, "the Kafka broker")
             require_free_port(HOST, CONTROLLER_PORT, "the Kafka controller")
+            JARS.require_installed()
             config = _write_config()
             _format_storage(java, config)
             SERVER.start(
@@ -248,11 +255,17 @@ class KafkaComponent:
 
     def stop(self) -> bool:
         """Controlled shutdown; topics and offsets stay for the next start."""
-        return self.running() and SERVER.stop(timeout_s=30)
+        stopped = self.running() and SERVER.stop(timeout_s=30)
+        if stopped:
+            wait_ports_closed(HOST, [PORT, CONTROLLER_PORT])
+        return stopped
 
     def kill(self) -> bool:
         """SIGKILL; the next start recovers the logs."""
-        return self.running() and SERVER.kill()
+        killed = self.running() and SERVER.kill()
+        if killed:
+            wait_ports_closed(HOST, [PORT, CONTROLLER_PORT])
+        return killed
 
     def down(self) -> None:
         was_running = self.stop()

@@ -18,13 +18,14 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.paths import cache_dir, state_dir
-from infra.process import InfraError, ServerProcess, run_checked
+from infra.process import InfraError, ServerProcess, port_open, run_checked
 
 MAVEN_DIR = Path(__file__).resolve().parent
 MIN_JAVA = 17
@@ -205,3 +206,13 @@ def java_process_alive(server: ServerProcess, marker: str) -> bool:
         return True
     server.pid_file.unlink(missing_ok=True)
     return False
+
+
+def wait_ports_closed(host: str, ports: list[int], *, timeout_s: float = 10.0) -> None:
+    """After a stop: the last JVM threads may hold the sockets a moment after the pid is gone."""
+    deadline = time.monotonic() + timeout_s
+    while any(port_open(host, port, timeout_s=0.2) for port in ports):
+        if time.monotonic() > deadline:
+            taken = ", ".join(str(port) for port in ports if port_open(host, port))
+            raise InfraError(f"ports {taken} on {host} still answer {timeout_s:.0f} s after stop")
+        time.sleep(0.05)

@@ -90,7 +90,8 @@ async def test_a_killed_member_loses_no_entry_and_rejoins(
     # so the test above really exercised the backups.
     assert 0 < await control.size() < ENTRIES
 
-    hazelcast.start_member(0)
+    # Blocks until the member has joined; off the event loop so the client keeps running.
+    await asyncio.to_thread(hazelcast.start_member, 0)
     await _until(lambda: _addresses(hz_client) == set(hazelcast.members), "member rejoined")
 
     assert added == [victim]
