@@ -1,0 +1,215 @@
+// The per-bucket event counts over the window, as a hand-written SVG area chart.
+//
+// The SVG and all its elements are created once; every tick only rewrites
+// attributes and text, so updates never flicker.  The chart redraws itself when
+// its box is resized, and shows the bucket under the pointer.
+
+import * as fmt from "./format.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+const MARGIN = { top: 12, right: 14, bottom: 24, left: 52 };
+const X_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+
+function svg(name, attributes = {}, parent = null) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function setAll(node, attributes) {
+  for (const [key, value] of Object.entries(attributes)) {
+    const text = String(value);
+    if (node.getAttribute(key) !== text) node.setAttribute(key, text);
+  }
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+/** A "nice" step (1, 2 or 5 times a power of ten) close to ``raw``, at least ``least``. */
+export function niceStep(raw, least = 1) {
+  if (!(raw > 0)) return least;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const fraction = raw / power;
+  const nice = fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10;
+  return Math.max(least, nice * power);
+}
+
+export class SeriesChart {
+  constructor(container) {
+    this.container = container;
+    this.data = null;
+    this.hoverX = null;
+
+    this.root = svg("svg", { class: "series", role: "img", "aria-label": "Events per bucket" });
+    this.gridGroup = svg("g", { class: "grid" }, this.root);
+    this.xGroup = svg("g", { class: "x-axis" }, this.root);
+    this.area = svg("path", { class: "area" }, this.root);
+    this.line = svg("path", { class: "line" }, this.root);
+    this.baseline = svg("line", { class: "baseline" }, this.root);
+    this.cursor = svg("g", { class: "cursor", visibility: "hidden" }, this.root);
+    this.cursorLine = svg("line", {}, this.cursor);
+    this.cursorDot = svg("circle", { r: 3.5 }, this.cursor);
+    this.empty = svg("text", { class: "empty", "text-anchor": "middle" }, this.root);
+    this.empty.textContent = "waiting for the first snapshot…";
+    this.gridLines = [];
+    this.xLabels = [];
+
+    this.tooltip = document.createElement("div");
+    this.tooltip.className = "chart-tip";
+    this.tooltip.hidden = true;
+    container.append(this.root, this.tooltip);
+
+    this.root.addEventListener("pointermove", (event) => {
+      this.hoverX = event.clientX - this.root.getBoundingClientRect().left;
+      this._drawCursor();
+    });
+    this.root.addEventListener("pointerleave", () => {
+      this.hoverX = null;
+      this._drawCursor();
+    });
+    new ResizeObserver(() => this.render()).observe(container);
+  }
+
+  /**
+   * @param {{series: {start: number, count: number}[], start: number, end: number,
+   *          bucketSeconds: number}} data
+   */
+  update(data) {
+    this.data = data;
+    this.render();
+  }
+
+  render() {
+    const width = this.container.clientWidth;
+    const height = this.container.clientHeight;
+    if (width <= 0 || height <= 0) return;
+    setAll(this.root, { width, height, viewBox: `0 0 ${width} ${height}` });
+    const plot = {
+      left: MARGIN.left,
+      top: MARGIN.top,
+      width: Math.max(10, width - MARGIN.left - MARGIN.right),
+      height: Math.max(10, height - MARGIN.top - MARGIN.bottom),
+    };
+    this.plot = plot;
+    const data = this.data;
+    setAll(this.empty, {
+      x: plot.left + plot.width / 2,
+      y: plot.top + plot.height / 2,
+      visibility: data ? "hidden" : "visible",
+    });
+    if (!data) return;
+
+    const { series, start, end, bucketSeconds } = data;
+    const span = Math.max(bucketSeconds, end - start);
+    let peak = 0;
+    for (const point of series) peak = Math.max(peak, point.count);
+    const yTicks = Math.max(2, Math.min(5, Math.floor(plot.height / 36)));
+    const yStep = niceStep(peak / yTicks, 1);
+    const yMax = Math.max(yStep, Math.ceil((peak * 1.05) / yStep) * yStep);
+    const x = (t) => plot.left + ((t - start) / span) * plot.width;
+    const y = (v) => plot.top + plot.height - (v / yMax) * plot.height;
+    this.scale = { x, y, start, span, bucketSeconds };
+
+    this._drawGrid(plot, yStep, yMax, y);
+    this._drawXAxis(plot, start, end, x);
+
+    let line = "";
+    let area = "";
+    for (let i = 0; i < series.length; i++) {
+      const point = series[i];
+      const px = x(point.start + bucketSeconds / 2).toFixed(1);
+      const py = y(point.count).toFixed(1);
+      line += `${i === 0 ? "M" : "L"}${px},${py}`;
+      area += `${i === 0 ? "M" : "L"}${px},${py}`;
+    }
+    if (series.length > 0) {
+      const first = x(series[0].start + bucketSeconds / 2).toFixed(1);
+      const last = x(series[series.length - 1].start + bucketSeconds / 2).toFixed(1);
+      const floor = y(0).toFixed(1);
+      area += `L${last},${floor}L${first},${floor}Z`;
+    }
+    setAll(this.line, { d: line || "M0,0" });
+    setAll(this.area, { d: area || "M0,0" });
+    setAll(this.baseline, { x1: plot.left, x2: plot.left + plot.width, y1: y(0), y2: y(0) });
+    const latest = series.length ? series[series.length - 1].count : 0;
+    this.root.setAttribute(
+      "aria-label",
+      `Events per ${fmt.span(bucketSeconds)} bucket: latest ${fmt.count(latest)}, peak ${fmt.count(peak)}`,
+    );
+    this._drawCursor();
+  }
+
+  _drawGrid(plot, step, max, y) {
+    const values = [];
+    for (let v = 0; v <= max + step / 2; v += step) values.push(v);
+    while (this.gridLines.length < values.length) {
+      const group = svg("g", {}, this.gridGroup);
+      this.gridLines.push({ group, line: svg("line", {}, group), label: svg("text", { "text-anchor": "end" }, group) });
+    }
+    this.gridLines.forEach((item, i) => {
+      if (i >= values.length) {
+        setAll(item.group, { visibility: "hidden" });
+        return;
+      }
+      const py = y(values[i]).toFixed(1);
+      setAll(item.group, { visibility: "visible" });
+      setAll(item.line, { x1: plot.left, x2: plot.left + plot.width, y1: py, y2: py });
+      setAll(item.label, { x: plot.left - 8, y: py, dy: "0.32em" });
+      setText(item.label, fmt.count(values[i]));
+    });
+  }
+
+  _drawXAxis(plot, start, end, x) {
+    const most = Math.max(2, Math.floor(plot.width / 84));
+    const step = X_STEPS.find((s) => (end - start) / s <= most) ?? X_STEPS[X_STEPS.length - 1];
+    const ticks = [];
+    for (let t = Math.ceil(start / step) * step; t <= end; t += step) ticks.push(t);
+    while (this.xLabels.length < ticks.length) {
+      const group = svg("g", {}, this.xGroup);
+      this.xLabels.push({ group, tick: svg("line", {}, group), label: svg("text", { "text-anchor": "middle" }, group) });
+    }
+    const bottom = plot.top + plot.height;
+    this.xLabels.forEach((item, i) => {
+      if (i >= ticks.length) {
+        setAll(item.group, { visibility: "hidden" });
+        return;
+      }
+      const px = x(ticks[i]).toFixed(1);
+      setAll(item.group, { visibility: "visible" });
+      setAll(item.tick, { x1: px, x2: px, y1: bottom, y2: bottom + 4 });
+      setAll(item.label, { x: px, y: bottom + 16 });
+      setText(item.label, step < 60 ? fmt.clock(ticks[i]) : fmt.shortClock(ticks[i]));
+    });
+  }
+
+  _drawCursor() {
+    const data = this.data;
+    const scale = this.scale;
+    if (this.hoverX === null || !data || !scale || data.series.length === 0) {
+      setAll(this.cursor, { visibility: "hidden" });
+      this.tooltip.hidden = true;
+      return;
+    }
+    const t = scale.start + ((this.hoverX - this.plot.left) / this.plot.width) * scale.span;
+    const index = Math.min(
+      data.series.length - 1,
+      Math.max(0, Math.floor((t - data.series[0].start) / scale.bucketSeconds)),
+    );
+    const point = data.series[index];
+    const px = scale.x(point.start + scale.bucketSeconds / 2);
+    const py = scale.y(point.count);
+    setAll(this.cursor, { visibility: "visible" });
+    setAll(this.cursorLine, { x1: px, x2: px, y1: this.plot.top, y2: this.plot.top + this.plot.height });
+    setAll(this.cursorDot, { cx: px, cy: py });
+    const until = point.start + scale.bucketSeconds;
+    setText(this.tooltip, `${fmt.clock(point.start)}–${fmt.clock(until)} · ${fmt.count(point.count)} events`);
+    this.tooltip.hidden = false;
+    const box = this.container.clientWidth;
+    const tipWidth = this.tooltip.offsetWidth;
+    const left = px + 12 + tipWidth > box ? px - 12 - tipWidth : px + 12;
+    this.tooltip.style.transform = `translate(${Math.round(left)}px, ${Math.round(this.plot.top)}px)`;
+  }
+}

@@ -1,0 +1,121 @@
+// Demo controls: kill, stop or restart a simulated pod.  The panel appears only
+// when GET api/demo/pods answers 200 (``aggregator demo``); a production server
+// has no such route, and the page then never asks again.
+
+import { h, setAttr, setText, toggleClass } from "./dom.js";
+
+const ACTIONS = [
+  { name: "kill", label: "Kill", title: "SIGKILL: no flush, no lease release" },
+  { name: "stop", label: "Stop", title: "SIGTERM: flush, commit, release the lease" },
+  { name: "restart", label: "Restart", title: "start again with a new identity" },
+];
+const REFRESH_MS = 2000;
+
+export class DemoControls {
+  constructor(panel, list, message, { onEvent }) {
+    this.panel = panel;
+    this.list = list;
+    this.message = message;
+    this.onEvent = onEvent;
+    this.rows = new Map();
+    this.available = null; // null: not asked yet; false: no demo routes
+    this.active = false;
+    this.busy = false;
+    this._timer = null;
+  }
+
+  /** Poll while the websocket is open; stop polling while the server is away. */
+  setActive(active) {
+    if (active === this.active) return;
+    this.active = active;
+    clearTimeout(this._timer);
+    if (active && this.available !== false) this.refresh();
+  }
+
+  async refresh() {
+    clearTimeout(this._timer);
+    if (!this.active || this.available === false) return;
+    try {
+      const response = await fetch("api/demo/pods", { cache: "no-store" });
+      if (response.status === 404) {
+        this.available = false;
+        this.panel.hidden = true;
+        return;
+      }
+      if (response.ok) {
+        this.available = true;
+        this.panel.hidden = false;
+        this._render((await response.json()).pods ?? []);
+      }
+    } catch {
+      // The server is away; the websocket reconnect will reactivate polling.
+    }
+    if (this.active) this._timer = setTimeout(() => this.refresh(), REFRESH_MS);
+  }
+
+  _render(pods) {
+    pods.forEach((pod, index) => {
+      let row = this.rows.get(pod.name);
+      if (!row) {
+        row = this._row(pod.name);
+        this.rows.set(pod.name, row);
+      }
+      if (this.list.children[index] !== row.root) {
+        this.list.insertBefore(row.root, this.list.children[index] ?? null);
+      }
+      const state = !pod.alive ? "down" : pod.leader ? "leader" : "up";
+      setAttr(row.root, "data-state", state);
+      setText(row.state, state === "down" ? "down" : state === "leader" ? "leader" : "running");
+      toggleClass(row.state, "is-leader", state === "leader");
+      toggleClass(row.state, "is-down", state === "down");
+      setAttr(row.root, "title", pod.identity ?? "not running");
+      row.buttons.kill.disabled = this.busy || !pod.alive;
+      row.buttons.stop.disabled = this.busy || !pod.alive;
+      row.buttons.restart.disabled = this.busy;
+    });
+  }
+
+  _row(name) {
+    const state = h("span", { class: "pod-state" });
+    const buttons = {};
+    const actions = h("span", { class: "pod-actions" });
+    for (const action of ACTIONS) {
+      const button = h(
+        "button",
+        { type: "button", title: action.title, "data-action": action.name, "data-testid": `demo-${action.name}-${name}` },
+        action.label,
+      );
+      button.addEventListener("click", () => this._act(name, action.name));
+      buttons[action.name] = button;
+      actions.append(button);
+    }
+    const root = h("li", { "data-pod": name }, h("span", { class: "pod-name" }, name), state, actions);
+    return { root, state, buttons };
+  }
+
+  async _act(name, action) {
+    this.busy = true;
+    for (const row of this.rows.values()) {
+      for (const button of Object.values(row.buttons)) button.disabled = true;
+    }
+    setText(this.message, `${action} ${name}…`);
+    try {
+      const response = await fetch(`api/demo/pods/${encodeURIComponent(name)}/${action}`, {
+        method: "POST",
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) {
+        setText(this.message, "");
+        this.onEvent(`demo: ${action} ${name}`, action === "restart" ? "info" : "warn");
+        this._render(body.pods ?? []);
+      } else {
+        setText(this.message, `${action} ${name}: ${body.detail ?? response.statusText}`);
+      }
+    } catch (error) {
+      setText(this.message, `${action} ${name}: ${error}`);
+    } finally {
+      this.busy = false;
+      this.refresh();
+    }
+  }
+}
