@@ -81,9 +81,9 @@ def test_zero_value_counts() -> None:
 )
 def test_rfc3339_times(text: str, expected: float) -> None:
     assert parse_timestamp(text) == pytest.approx(expected)
-    assert DECODER.decode(f'{{"ts": "{text}"}}'.encode()) == Event(
-        pytest.approx(expected), ("unknown",) * 3, None, None
-    )
+    event = DECODER.decode(f'{{"ts": "{text}"}}'.encode())
+    assert isinstance(event, Event)
+    assert event.ts == pytest.approx(expected)
 
 
 def test_configured_field_names() -> None:

@@ -1,0 +1,109 @@
+"""The HTTP and websocket API, driven in-process against the demo cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aggregator.core.accumulate import FoldSettings
+from aggregator.core.election import ElectionTimings
+from aggregator.core.events import EventSchema
+from aggregator.services.pod import PodSettings
+from aggregator.services.reduce_stage import ReduceSettings
+from aggregator.wiring.demo import DemoCluster
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    import contextlib
+
+    from aggregator.api.app import create_app
+
+    schema = EventSchema()
+    settings = PodSettings(
+        fold=FoldSettings(schema, 1, 60, 10.0, 60.0, 65536),
+        reduce=ReduceSettings(schema.dimensions, 60, 1, 0.25, 5),
+        flush_interval_s=0.2,
+        timings=ElectionTimings(3.0, 2.0, 0.5),
+        heartbeat_s=0.3,
+    )
+    cluster = DemoCluster(settings, pods=2, rate=500, seed=3, session_timeout_s=2.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: object) -> AsyncIterator[None]:
+        await cluster.start()
+        yield
+        await cluster.close()
+
+    app = create_app(cluster, demo=cluster, lifespan=lifespan)
+    with TestClient(app) as test_client:
+        deadline = time.monotonic() + 10
+        while test_client.get("/api/stats").status_code != 200:
+            assert time.monotonic() < deadline, "no snapshot within 10 s"
+            time.sleep(0.1)
+        yield test_client
+
+
+def test_stats_has_schema_1_and_live_fields(client: TestClient) -> None:
+    stats = client.get("/api/stats").json()
+    assert stats["schema"] == 1
+    assert set(stats) >= {
+        "window",
+        "total",
+        "by",
+        "series",
+        "rejected",
+        "leader",
+        "epoch",
+        "generated_at",
+        "members",
+        "late",
+        "future",
+    }
+    assert len(stats["series"]) == 60
+    assert set(stats["by"]) == {"app", "platform", "crash_type"}
+
+
+def test_leader_members_health(client: TestClient) -> None:
+    leader = client.get("/api/leader").json()
+    assert leader["leader"].startswith("pod-")
+    assert leader["lease"] == "demo/stream-aggregator"
+    time.sleep(0.8)
+    members = client.get("/api/members").json()
+    assert sorted(m["pod"] for m in members) == ["pod-0", "pod-1"]
+    assert sum(m["leader"] for m in members) <= 1
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").json() == {"ready": True, "why": []}
+
+
+def test_metrics_expose_counters(client: TestClient) -> None:
+    text = client.get("/metrics").text
+    assert 'aggregator_records_total{pod="pod-0"}' in text
+    assert "aggregator_leader{" in text
+    assert "aggregator_reduce_tick_seconds_count" in text
+
+
+def test_websocket_pushes_snapshots(client: TestClient) -> None:
+    with client.websocket_connect("/ws/stats") as socket:
+        first = socket.receive_json()
+        second = socket.receive_json()
+    assert first["schema"] == second["schema"] == 1
+    assert second["generated_at"] > first["generated_at"]
+
+
+def test_dashboard_is_served(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+
+
+def test_demo_kill_and_restart(client: TestClient) -> None:
+    killed = client.post("/api/demo/pods/pod-1/kill").json()
+    assert [p["alive"] for p in killed["pods"]] == [True, False]
+    assert client.post("/api/demo/pods/pod-1/kill").status_code == 409
+    assert client.post("/api/demo/pods/nope/kill").status_code == 404
+    restarted = client.post("/api/demo/pods/pod-1/restart").json()
+    assert all(p["alive"] for p in restarted["pods"])
