@@ -327,11 +327,8 @@ class Elector:
         except (LeaseUnavailable, LeaseConflict) as error:
             self._failed(error)
             return _Outcome.FAILED
-        except Exception as error:
-            self._failures += 1
-            self._log.exception(
-                "Unexpected error with lease %s: %s", self._client.description, error
-            )
+        except Exception as error:  # e.g. the API server rejects the request as invalid
+            self._failed(error, unexpected=True)
             return _Outcome.FAILED
         if self._failures:
             self._log.info(
@@ -460,16 +457,22 @@ class Elector:
                 except Exception:
                     self._log.exception("on_new_leader(%r) failed", holder)
 
-    def _failed(self, error: Exception) -> None:
+    def _failed(self, error: Exception, *, unexpected: bool = False) -> None:
+        """Log a failed attempt: every one while leading, else the first of a run
+        of failures (the rest at DEBUG; recovery is logged at INFO)."""
         self._failures += 1
         leading = self._epoch is not None
-        level = logging.WARNING if leading or self._failures == 1 else logging.DEBUG
+        first = self._failures == 1
+        level = logging.WARNING if leading or first else logging.DEBUG
+        if unexpected and first:
+            level = logging.ERROR
         self._log.log(
             level,
             "%s lease %s failed: %s",
             "Renewing" if leading else "Reading or acquiring",
             self._client.description,
             str(error) or type(error).__name__,
+            exc_info=error if unexpected and first else None,
         )
 
     # -- leading ------------------------------------------------------------------------

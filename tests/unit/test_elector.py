@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -20,19 +21,22 @@ from aggregator.services.elector import Elector
 
 T = ElectionTimings()  # client-go's: lease 15 s, renew deadline 10 s, retry 2 s, jitter 1.2
 LEASE, DEADLINE, RETRY = T.lease_duration_s, T.renew_deadline_s, T.retry_period_s
+FORBIDDEN = LeaseForbidden('leases.coordination.k8s.io "stream-aggregator" is forbidden')
 
 
 class CountingClient(MemoryLeaseClient):
-    """The memory client, counting 409s, and able to answer 403 on demand."""
+    """The memory client, counting 409s; ``fail_with`` makes every read raise."""
 
     def __init__(self, server: MemoryLeaseServer, clock: ManualClock) -> None:
         super().__init__(server, clock=clock)
         self.conflicts = 0
-        self.forbidden = False
+        self.fail_with: Exception | None = None
+        self.failed = 0
 
     async def get(self) -> LeaseRecord | None:
-        if self.forbidden:
-            raise LeaseForbidden('leases.coordination.k8s.io "stream-aggregator" is forbidden')
+        if self.fail_with is not None:
+            self.failed += 1
+            raise self.fail_with
         return await super().get()
 
     async def create(self, spec: LeaseSpec) -> LeaseRecord:
@@ -226,10 +230,12 @@ async def test_one_leader_at_a_time_through_random_outages(seed: int) -> None:
             if roll < 0.02:
                 node = rng.choice(nodes)
                 node.client.available = False
-                repairs.append((now + rng.uniform(1, 25), lambda n=node: _reconnect(n)))
+                repairs.append((now + rng.uniform(1, 25), functools.partial(_reconnect, node)))
             elif roll < 0.023:
                 cluster.server.available = False
-                repairs.append((now + rng.uniform(1, 20), lambda: _server_up(cluster.server)))
+                repairs.append(
+                    (now + rng.uniform(1, 20), functools.partial(_server_up, cluster.server))
+                )
             elif roll < 0.026:
                 cluster.server.pause()
                 repairs.append((now + rng.uniform(1, 20), cluster.server.resume))
@@ -506,7 +512,7 @@ async def test_forbidden_on_the_first_call_is_raised_from_run(
 ) -> None:
     clock = ManualClock()
     client = CountingClient(MemoryLeaseServer(), clock)
-    client.forbidden = True
+    client.fail_with = FORBIDDEN
 
     async def lead(epoch: int) -> None:
         raise AssertionError("must not lead")
@@ -520,10 +526,11 @@ async def test_forbidden_on_the_first_call_is_raised_from_run(
 async def test_forbidden_later_is_logged_and_retried(cluster: Cluster) -> None:
     leader = await with_leader(cluster, nodes=2)
     [follower] = [node for node in cluster.nodes if node is not leader]
-    follower.client.forbidden = True
+    follower.client.fail_with = FORBIDDEN
     await cluster.clock.advance(10)
+    assert follower.client.failed >= 2
     assert not follower.task.done()
-    follower.client.forbidden = False
+    follower.client.fail_with = None
     await leader.elector.stop()
     await cluster.until(follower.leading, within=RETRY * (1 + T.jitter_factor) + 0.1)
 
@@ -622,9 +629,9 @@ async def test_memory_watch_wakes_on_change_and_times_out_on_the_clock() -> None
     await clock.settle()
     assert waiting.done()
     # Losing the connection ends a watch with an error.
-    record = await client.get()
-    assert record is not None
-    waiting = asyncio.ensure_future(client.wait_for_change(record.resource_version, 10))
+    latest = await client.get()
+    assert latest is not None
+    waiting = asyncio.ensure_future(client.wait_for_change(latest.resource_version, 10))
     await clock.settle()
     client.available = False
     await clock.settle()
@@ -680,3 +687,38 @@ async def test_release_survives_cancellation_while_it_is_in_flight(cluster: Clus
     [new] = cluster.leaders()
     assert new.started == [1]
     assert cluster.record().spec.lease_transitions == 1
+
+
+async def test_unexpected_errors_are_logged_and_retried(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a lease client raises (here: a bug), run() keeps going."""
+    node = cluster.add()
+    node.client.fail_with = RuntimeError("adapter bug")
+    await cluster.clock.advance(20)
+    assert node.client.failed >= 4
+    assert not node.task.done()
+    assert "adapter bug" in caplog.text
+    node.client.fail_with = None
+    await cluster.until(node.leading, within=RETRY * (1 + T.jitter_factor) + 0.1)
+    assert node.started == [0]
+
+
+async def test_a_leading_task_that_returns_keeps_the_lease() -> None:
+    clock = ManualClock()
+    server = MemoryLeaseServer()
+    finished: list[int] = []
+
+    async def short(epoch: int) -> None:
+        finished.append(epoch)
+
+    elector = Elector(MemoryLeaseClient(server, clock=clock), clock, "pod_abc", T, short)
+    task = asyncio.create_task(elector.run())
+    await clock.advance(30)
+    assert finished == [0]
+    assert elector.is_leader()
+    assert server.record is not None
+    assert server.record.spec.lease_transitions == 0
+    await elector.stop()
+    await task
+    assert server.record.spec.holder_identity == ""
