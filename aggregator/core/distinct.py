@@ -124,7 +124,7 @@ class SlidingRegisters:
     just expired, so its cost follows what changed, not the register count.
     """
 
-    __slots__ = ("_current", "_expiry", "_filled", "_scaled", "_slots", "_start")
+    __slots__ = ("_current", "_expiry", "_filled", "_scaled", "_scheduled", "_slots", "_start")
 
     def __init__(self) -> None:
         self._slots: dict[int, SlidingMax] = {}
@@ -132,6 +132,7 @@ class SlidingRegisters:
         self._filled = 0
         self._scaled = 0
         self._expiry: list[tuple[int, int]] = []
+        self._scheduled: dict[int, int] = {}
         self._start: int | None = None
 
     def add(self, time: int, registers: Mapping[int, int]) -> None:
@@ -154,27 +155,35 @@ class SlidingRegisters:
             self._start = start
             expiry = self._expiry
             while expiry and expiry[0][0] < start:
-                _, register = heapq.heappop(expiry)
+                due, register = heapq.heappop(expiry)
+                if self._scheduled.get(register) == due:
+                    del self._scheduled[register]
                 expiring = self._slots.get(register)
                 if expiring is not None:
                     self._refresh(register, expiring)
         return estimate_from(self._filled, self._scaled)
 
     def _refresh(self, register: int, slot: SlidingMax) -> None:
-        """Recompute one register's rank for the current start."""
+        """Recompute one register's rank for the current start, and schedule the
+        next moment it can change (when its oldest surviving pair expires)."""
         old = self._current.get(register)
         found = slot.max_since(self._start) if self._start is not None else slot.overall()
         new = None if found is None else int(found)
-        if old == new:
-            return
-        if old is not None:
-            self._filled -= 1
-            self._scaled -= 1 << (_REST_BITS + 1 - old)
+        if new != old:
+            if old is not None:
+                self._filled -= 1
+                self._scaled -= 1 << (_REST_BITS + 1 - old)
+            if new is not None:
+                self._filled += 1
+                self._scaled += 1 << (_REST_BITS + 1 - new)
+                self._current[register] = new
+            else:
+                del self._current[register]
         if new is None:
-            self._current.pop(register, None)
             del self._slots[register]
+            self._scheduled.pop(register, None)
             return
-        self._current[register] = new
-        self._filled += 1
-        self._scaled += 1 << (_REST_BITS + 1 - new)
-        heapq.heappush(self._expiry, (slot.first_time(), register))
+        first = slot.first_time()
+        if self._scheduled.get(register) != first:
+            self._scheduled[register] = first
+            heapq.heappush(self._expiry, (first, register))

@@ -224,3 +224,34 @@ def test_sliding_max_equals_max_over_the_suffix(adds: list[tuple[int, int]], sta
         sliding.add(time, value)
     expected = max((v for t, v in adds if t >= start), default=None)
     assert sliding.max_since(start) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.integers(0, 40), st.integers(0, 7), st.integers(1, 6)),
+            st.tuples(st.just("ask"), st.integers(0, 45), st.just(0), st.just(0)),
+        ),
+        max_size=60,
+    )
+)
+def test_sliding_registers_equal_a_fresh_union(ops: list[tuple[str, int, int, int]]) -> None:
+    """Interleaved adds and queries with a start that only moves forward give the
+    estimate of the registers recomputed from scratch."""
+    from aggregator.core.distinct import SlidingRegisters, estimate
+
+    sliding = SlidingRegisters()
+    history: list[tuple[int, int, int]] = []
+    start = 0
+    for op, time, register, rank in ops:
+        if op == "add":
+            sliding.add(time, {register: rank})
+            history.append((time, register, rank))
+        else:
+            start = max(start, time)
+            best: dict[int, int] = {}
+            for t, reg, r in history:
+                if t >= start:
+                    best[reg] = max(best.get(reg, 0), r)
+            assert sliding.estimate_since(start) == estimate(best.values())
