@@ -59,7 +59,7 @@ def _from_status(error: ApiException, verb: str, lease: str) -> Exception:
 def _server_status(error: ApiException) -> tuple[str, str]:
     """(reason, message) of the Status object the server sent, else the HTTP reason."""
     reason = str(error.reason or "").strip()
-    body = error.body
+    body: object = error.body  # str; bytes in older clients
     if isinstance(body, bytes):
         body = body.decode("utf-8", errors="replace")
     if not isinstance(body, str) or not body:
