@@ -295,9 +295,12 @@ class Elector:
         finally:
             for future in waiting:
                 future.cancel()
-        if watcher is None or watcher not in done or timer in done or waker in done:
+        if watcher is None or watcher not in done:
             return False
-        if watcher.cancelled() or watcher.exception() is not None:
+        failed = watcher.cancelled() or watcher.exception() is not None  # (retrieves it)
+        if timer in done or waker in done:
+            return False
+        if failed:
             # A failing watch must not turn into a busy loop: wait out the rest.
             self._log.debug("watching lease %s failed; waiting instead", self._client.description)
             await self._pause(end - self._clock.monotonic())
@@ -315,8 +318,8 @@ class Elector:
         except LeaseForbidden as error:
             if not self._contacted:
                 self._log.error(
-                    "Forbidden to use lease %s as %s (check the Role and RoleBinding: get, "
-                    "create and update on coordination.k8s.io leases): %s",
+                    "Forbidden to use lease %s as %s; giving up, as retrying will not "
+                    "grant the missing RBAC permissions: %s",
                     self._client.description,
                     self._identity,
                     error,
