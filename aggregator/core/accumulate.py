@@ -57,14 +57,14 @@ class PartitionState:
         return partial is not None and offset <= partial.offset
 
     def add_event(self, bucket: int, offset: int, event: Event) -> None:
+        _, keys, value, device = event
         combos = self._buffer.get(bucket)
         if combos is None:
             combos = self._buffer[bucket] = {}
-        agg = combos.get(event.keys)
+        agg = combos.get(keys)
         if agg is None:
-            agg = combos[event.keys] = Agg()
+            agg = combos[keys] = Agg()
         agg.count += 1
-        value = event.value
         if value is not None:
             agg.vcount += 1
             agg.vsum += value
@@ -75,8 +75,8 @@ class PartitionState:
             index = _bin_of(value)
             hist = agg.hist
             hist[index] = hist.get(index, 0) + 1
-        if event.distinct is not None:
-            register, rank = _register_and_rank(event.distinct)
+        if device is not None:
+            register, rank = _register_and_rank(device)
             regs = agg.regs
             if rank > regs.get(register, 0):
                 regs[register] = rank
@@ -141,6 +141,12 @@ class MapFolder:
         self.decoder = Decoder(settings.schema)
         self.partitions: dict[int, PartitionState] = {}
         self._dimensions = len(settings.schema.dimensions)
+        # Read on every message: kept as plain attributes.
+        self._decode = self.decoder.decode
+        self._bucket_seconds = settings.bucket_seconds
+        self._max_bytes = settings.max_message_bytes
+        self._oldest = settings.window_seconds + settings.grace_seconds
+        self._newest = settings.future_seconds
 
     def partition(self, partition: int) -> PartitionState:
         state = self.partitions.get(partition)
@@ -149,18 +155,17 @@ class MapFolder:
         return state
 
     def fold(self, partition: int, offset: int, arrived_at: float, message: bytes) -> Outcome:
-        settings = self.settings
         state = self.partitions.get(partition) or self.partition(partition)
-        bs = settings.bucket_seconds
-        if len(message) > settings.max_message_bytes:
+        bs = self._bucket_seconds
+        if len(message) > self._max_bytes:
             return self._drop(state, int(arrived_at // bs) * bs, offset, Reject.TOO_LARGE)
-        event = self.decoder.decode(message)
+        event = self._decode(message)
         if type(event) is not Event:
             return self._drop(state, int(arrived_at // bs) * bs, offset, event)  # type: ignore[arg-type]
         ts = event.ts
-        if ts < arrived_at - settings.window_seconds - settings.grace_seconds:
+        if ts < arrived_at - self._oldest:
             return self._drop(state, int(arrived_at // bs) * bs, offset, Timeliness.LATE)
-        if ts > arrived_at + settings.future_seconds:
+        if ts > arrived_at + self._newest:
             return self._drop(state, int(arrived_at // bs) * bs, offset, Timeliness.FUTURE)
         bucket = int(ts // bs) * bs
         if state.counted(bucket, offset):

@@ -21,6 +21,7 @@ which maps to the reason.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from datetime import datetime
 from typing import Annotated, Any
@@ -77,11 +78,11 @@ def _message_type(schema: EventSchema) -> type[msgspec.Struct]:
 class Decoder:
     """Decodes messages for one ``EventSchema``; reusable and stateless."""
 
-    __slots__ = ("_decoder", "_fields", "_time_field")
+    __slots__ = ("_decoder", "_keys", "_time_field")
 
     def __init__(self, schema: EventSchema) -> None:
         self._decoder = msgspec.json.Decoder(_message_type(schema))
-        self._fields = tuple(f"d{i}" for i in range(len(schema.dimensions)))
+        self._keys = operator.attrgetter(*(f"d{i}" for i in range(len(schema.dimensions))))
         self._time_field = schema.time_field
 
     def decode(self, message: bytes | str) -> Event | Reject:
@@ -98,10 +99,11 @@ class Decoder:
             if parsed is None:
                 return Reject.INVALID_TS
             ts = parsed
-        keys = tuple(
-            UNKNOWN_KEY if key is None else key
-            for key in (getattr(raw, field) for field in self._fields)
-        )
+        keys = self._keys(raw)
+        if type(keys) is not tuple:  # attrgetter of one field returns the value itself
+            keys = (keys,)
+        if None in keys:
+            keys = tuple(UNKNOWN_KEY if key is None else key for key in keys)
         return Event(float(ts), keys, raw.value, raw.device)
 
     def _reason(self, message: str) -> Reject:
