@@ -76,6 +76,34 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None)
     demo.set_defaults(handler=_demo)
 
+    run = commands.add_parser(
+        "run",
+        help="a production pod: Kafka, Hazelcast, the Kubernetes Lease",
+        description="Run one aggregator pod configured by AGG_* environment variables "
+        "(see the README's table): map stage, leader election, reduce stage when "
+        "leading, websocket hub and the HTTP API.",
+    )
+    run.set_defaults(handler=_run)
+
+    produce = commands.add_parser(
+        "produce",
+        help="load a Kafka topic with synthetic crash events",
+        description="Send synthetic crash events (skewed keys, a share of malformed "
+        "messages) to AGG_KAFKA_TOPIC at AGG_KAFKA_BOOTSTRAP_SERVERS.",
+    )
+    produce.add_argument("--rate", type=_positive_float, required=True, help="events per second")
+    produce.add_argument("--duration", type=_positive_float, required=True, help="seconds")
+    produce.add_argument("--bad-fraction", type=_fraction, default=0.01)
+    produce.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=6,
+        help="partitions when the topic has to be created (default 6)",
+    )
+    produce.add_argument("--topic", default=None, help="default: AGG_KAFKA_TOPIC")
+    produce.add_argument("--seed", type=int, default=None)
+    produce.set_defaults(handler=_produce)
+
     rep = commands.add_parser(
         "replay",
         help="print the snapshot of a JSON-lines file at a given time",
@@ -219,7 +247,66 @@ def _configure_logging(settings: Settings) -> None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
+# -- run and produce --------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _configure_logging(settings)
+    from aggregator.wiring.production import StartupError, run
+
+    try:
+        return run(settings)
+    except StartupError as error:
+        raise UsageError(str(error)) from None
+
+
+def _produce(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _configure_logging(settings)
+    from aggregator.adapters.kafka.producer import produce_synthetic
+    from aggregator.ports.source import SourceUnavailable
+    from aggregator.wiring.production import StartupError, kafka_options
+
+    try:
+        report = asyncio.run(
+            produce_synthetic(
+                settings.kafka_bootstrap_servers,
+                args.topic or settings.kafka_topic,
+                args.rate,
+                args.duration,
+                args.bad_fraction,
+                args.seed,
+                partitions=args.partitions,
+                schema=settings.event_schema,
+                options=kafka_options(settings),
+            )
+        )
+    except StartupError as error:
+        raise UsageError(str(error)) from None
+    except SourceUnavailable as error:
+        print(f"aggregator: {error}", file=sys.stderr)
+        return 1
+    summary = {
+        "topic": report.topic,
+        "partitions": report.partitions,
+        "created_topic": report.created_topic,
+        "valid": report.valid,
+        "malformed": report.malformed,
+        "elapsed_s": round(report.elapsed_s, 3),
+    }
+    sys.stdout.buffer.write(orjson.dumps(summary) + b"\n")
+    return 0
+
+
 # -- argument types -------------------------------------------------------------
+
+
+def _positive_float(raw: str) -> float:
+    value = _non_negative_float(raw)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {raw!r}")
+    return value
 
 
 def _positive_int(raw: str) -> int:

@@ -61,10 +61,21 @@ class Settings(BaseSettings):
     kafka_group: str = "stream-aggregator"
     kafka_client_id: str = "stream-aggregator"
     kafka_dlq_topic: str | None = "crash-events.dlq"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_session_timeout_seconds: float = Field(10.0, gt=0)
 
     # Hazelcast.
     hazelcast_members: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:5701",)
     hazelcast_cluster_name: str = "dev"
+
+    # Kubernetes (outside a cluster; in a pod the in-cluster config is used).
+    kubeconfig: str | None = None
 
     # HTTP.
     http_host: str = "0.0.0.0"
@@ -80,6 +91,11 @@ class Settings(BaseSettings):
                 raise ValueError("must list at least one name, comma separated")
             return items
         return value
+
+    @field_validator("kafka_dlq_topic", "lease_namespace", "kubeconfig", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("log_level")
     @classmethod

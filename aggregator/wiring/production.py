@@ -1,0 +1,231 @@
+"""``aggregator run``: one pod on Kafka, Hazelcast and the Kubernetes Lease.
+
+Servers that cannot be reached at start are retried with a log line (the pod is
+not ready meanwhile); configuration that cannot work (no namespace outside a
+cluster, no permission on the lease) stops the process with one line.  SIGTERM
+runs the graceful path before the HTTP server exits: stop fetching, flush,
+commit, stop reducing, release the lease, close websockets with 1012.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from aggregator.adapters.hazelcast.bus import HazelcastBus
+from aggregator.adapters.hazelcast.connection import connect
+from aggregator.adapters.hazelcast.feed import HazelcastFeed
+from aggregator.adapters.hazelcast.members import HazelcastMembers
+from aggregator.adapters.hazelcast.store import HazelcastStore
+from aggregator.adapters.kafka.dead_letters import KafkaDeadLetters
+from aggregator.adapters.kafka.options import KafkaOptions
+from aggregator.adapters.kafka.source import KafkaSource
+from aggregator.adapters.kubernetes.environment import from_environment
+from aggregator.adapters.memory.clock import SystemClock
+from aggregator.api.app import create_app
+from aggregator.ports.lease import LeaseForbidden, LeaseUnavailable
+from aggregator.ports.store import StoreUnavailable
+from aggregator.services.pod import Pod, PodPorts, new_identity
+from aggregator.wiring.compose import pod_settings
+from aggregator.wiring.settings import Settings
+
+log = logging.getLogger("aggregator.run")
+
+
+class StartupError(Exception):
+    """A configuration or permission problem; one line, exit status 2."""
+
+
+@dataclass
+class SinglePod:
+    """The ``Backend`` of a production process: exactly one pod."""
+
+    pod: Pod
+
+    def front(self) -> Pod | None:
+        return self.pod
+
+    def pods(self) -> list[Pod]:
+        return [self.pod]
+
+
+def kafka_options(settings: Settings) -> KafkaOptions:
+    try:
+        return KafkaOptions(
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+            ssl_cafile=settings.kafka_ssl_cafile,
+            ssl_certfile=settings.kafka_ssl_certfile,
+            ssl_keyfile=settings.kafka_ssl_keyfile,
+        )
+    except ValueError as error:
+        raise StartupError(f"invalid Kafka security settings: {error}") from None
+
+
+async def _connect_store(settings: Settings, identity: str) -> Any:
+    delay = 1.0
+    while True:
+        try:
+            return await connect(
+                settings.hazelcast_members, settings.hazelcast_cluster_name, client_name=identity
+            )
+        except StoreUnavailable as error:
+            log.warning("Hazelcast not reachable yet (%s); retrying in %.0f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 15.0)
+
+
+async def _check_lease_access(lease: Any) -> None:
+    """Fail at once, clearly, when RBAC does not let us read the lease."""
+    try:
+        await lease.get()
+    except LeaseForbidden as error:
+        raise StartupError(str(error)) from None
+    except LeaseUnavailable as error:
+        log.warning("Kubernetes API not reachable yet (%s); the elector will retry", error)
+
+
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, stop the pod gracefully first, then let uvicorn exit."""
+
+    def __init__(self, config: uvicorn.Config, pod: Pod) -> None:
+        super().__init__(config)
+        self._pod = pod
+        self._stopping: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping is not None:
+            super().handle_exit(sig, frame)  # a second signal: exit now
+            return
+        log.info("received %s; shutting down gracefully", signal.Signals(sig).name)
+        loop = asyncio.get_event_loop()
+        self._stopping = loop.create_task(self._graceful())
+
+    async def _graceful(self) -> None:
+        try:
+            await self._pod.stop()
+        finally:
+            self.should_exit = True
+
+
+def run(settings: Settings) -> int:
+    return asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> int:
+    identity = new_identity(settings.pod_name)
+    timings = pod_settings(settings)
+    try:
+        lease = from_environment(
+            settings.lease_name,
+            settings.lease_namespace,
+            settings.kubeconfig,
+            request_timeout_s=max(1.0, settings.renew_deadline_seconds / 2),
+        )
+    except (ValueError, OSError) as error:
+        raise StartupError(f"cannot set up the Kubernetes lease: {error}") from None
+    await _check_lease_access(lease)
+    options = kafka_options(settings)
+    hazelcast = await _connect_store(settings, identity)
+    fold = timings.fold
+    retention = fold.window_seconds + fold.grace_seconds + 60
+    dead_letters = None
+    if settings.kafka_dlq_topic:
+        dead_letters = KafkaDeadLetters(
+            settings.kafka_bootstrap_servers,
+            settings.kafka_dlq_topic,
+            source_topic=settings.kafka_topic,
+            options=options,
+        )
+    source = KafkaSource(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic,
+        settings.kafka_group,
+        f"{settings.kafka_client_id}-{identity}",
+        options=options,
+        max_message_bytes=settings.max_message_bytes,
+        session_timeout_s=settings.kafka_session_timeout_seconds,
+        heartbeat_interval_s=settings.kafka_session_timeout_seconds / 3,
+    )
+    ports = PodPorts(
+        source=source,
+        store=HazelcastStore(hazelcast, writer=identity, ttl_s=retention),
+        feed=HazelcastFeed(hazelcast),
+        lease=lease,
+        bus=HazelcastBus(hazelcast),
+        registry=HazelcastMembers(hazelcast),
+        clock=SystemClock(),
+        dead_letters=dead_letters,
+    )
+    pod = Pod(settings.pod_name, ports, timings, identity=identity)
+    failure: list[BaseException] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if dead_letters is not None:
+            await _start_dead_letters(dead_letters)
+        await pod.start()
+        watchdog = asyncio.create_task(_watch(pod, server, failure))
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            await pod.stop()
+            if dead_letters is not None:
+                await dead_letters.stop()
+            await hazelcast.shutdown()
+            lease.close()
+
+    app = create_app(SinglePod(pod), lifespan=lifespan)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        ws="websockets",
+        access_log=False,
+    )
+    server = GracefulServer(config, pod)
+    await server.serve()
+    if failure:
+        cause = failure[0]
+        if isinstance(cause, LeaseForbidden):
+            raise StartupError(str(cause))
+        log.error("stopped after an unexpected error: %s", cause)
+        return 1
+    return 0 if server.started else 1
+
+
+async def _start_dead_letters(dead_letters: KafkaDeadLetters) -> None:
+    delay = 1.0
+    while True:
+        try:
+            await dead_letters.start()
+            return
+        except ConnectionError as error:
+            log.warning("dead-letter producer cannot start yet (%s); retrying", error)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 15.0)
+
+
+async def _watch(pod: Pod, server: uvicorn.Server, failure: list[BaseException]) -> None:
+    """A pod task that ends by itself is fatal: record why and shut down."""
+    try:
+        await pod.wait()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as error:
+        failure.append(error)
+        server.should_exit = True
