@@ -38,7 +38,9 @@ def ours(batch: list[bytes]) -> Throughput:
         if offset % ROLL_UP_EVERY == ROLL_UP_EVERY - 1:
             folder.partition(0).roll_up()
     folder.partition(0).roll_up()
-    return Throughput("decode+fold (msgspec, combo buffer)", len(batch), time.perf_counter() - started)
+    return Throughput(
+        "decode+fold (msgspec, combo buffer)", len(batch), time.perf_counter() - started
+    )
 
 
 def baseline(batch: list[bytes]) -> Throughput:
@@ -72,7 +74,9 @@ def baseline(batch: list[bytes]) -> Throughput:
                 agg.vmax = max(agg.vmax, value)
                 index = bin_of(value)
                 agg.hist[index] = agg.hist.get(index, 0) + 1
-    return Throughput("baseline (json + per-dimension fold)", len(batch), time.perf_counter() - started)
+    return Throughput(
+        "baseline (json + per-dimension fold)", len(batch), time.perf_counter() - started
+    )
 
 
 def run(count: int, repeats: int = 3) -> list[Throughput]:

@@ -13,8 +13,12 @@ from infra.process import InfraError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__)
     parser.add_argument("action", choices=["install", "up", "down", "status"])
-    parser.add_argument("components", nargs="*", metavar="component",
-                        help=f"one of {', '.join(MODULES)}; default: all")
+    parser.add_argument(
+        "components",
+        nargs="*",
+        metavar="component",
+        help=f"one of {', '.join(MODULES)}; default: all",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.components if name not in MODULES]
     if unknown:

@@ -165,15 +165,28 @@ def require_free_port(host: str, port: int, owner: str) -> None:
         )
 
 
-def run_checked(argv: Sequence[str], *, what: str, cwd: Path | None = None,
-                env: Mapping[str, str] | None = None, log: Path | None = None) -> None:
+def run_checked(
+    argv: Sequence[str],
+    *,
+    what: str,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> None:
     """Run a build/install step; on failure raise one line naming the log."""
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
     target = log or (state_dir() / f"{what.replace(' ', '-')}.log")
     with target.open("ab") as out:
-        result = subprocess.run(list(argv), cwd=cwd, env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     if result.returncode != 0:
         raise InfraError(f"{what} failed (exit {result.returncode}); see {target}")
