@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts pytest infra-install infra-up infra-down infra-status bench clean
+.PHONY: setup demo test check lint typecheck contracts pytest infra-install browser-install infra-up infra-down infra-status bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ check: lint typecheck contracts
 infra-install: $(STAMP)
 	$(BIN)/python -m infra install
 
+browser-install:
+	sh scripts/install-browser
+
 infra-up: $(STAMP)
 	$(BIN)/python -m infra up
 
@@ -48,7 +51,7 @@ pytest: $(STAMP)
 
 # The whole suite: static checks, then install the real servers (cached after
 # the first run) and run every test; tests start the servers they need.
-test: check infra-install pytest
+test: check infra-install browser-install pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
