@@ -123,9 +123,17 @@ class Member:
         self.violations: list[str] = []
         self.records: list[SourceRecord] = []
         self.next_offsets: dict[int, int] = {}
+        self.work_s = 0.0
+        """Time spent between fetches (a flush, say); the listener must not run then."""
+        self.busy = False
+
+    def _check_not_busy(self, what: str) -> None:
+        if self.busy:
+            self.violations.append(f"{self.name}: {what} ran while the member was not in fetch")
 
     async def on_revoked(self, partitions: frozenset[int]) -> None:
         self.events.append(("revoked", partitions))
+        self._check_not_busy("on_revoked")
         if not partitions <= self.owned:
             self.violations.append(f"{self.name} revoked {set(partitions)} not held")
         if self.commit_on_revoke:
@@ -137,6 +145,7 @@ class Member:
 
     async def on_assigned(self, partitions: frozenset[int]) -> None:
         self.events.append(("assigned", partitions))
+        self._check_not_busy("on_assigned")
         for other, held in self.owners.items():
             if other != self.name and held & partitions:
                 self.violations.append(f"{self.name} got {set(held & partitions)} from {other}")
@@ -163,6 +172,10 @@ async def pump_until(members: Sequence[Member], done: Callable[[], bool]) -> Non
     async def pump(member: Member) -> None:
         while not stop.is_set():
             await member.fetch_once()
+            if member.work_s:
+                member.busy = True
+                await asyncio.sleep(member.work_s)
+                member.busy = False
 
     tasks = [asyncio.create_task(pump(m)) for m in members]
     try:
@@ -306,6 +319,26 @@ async def test_a_commit_in_on_revoked_hands_partitions_over_without_rereading(
     assert all(r.offset >= 10 for r in b.records)
     assert a.violations == []
     assert b.violations == []
+
+
+async def test_the_listener_runs_only_while_the_member_waits_in_fetch(
+    source_kind: Harness,
+) -> None:
+    group = unique_name("inside")
+    owners: dict[str, set[int]] = {}
+    a = Member(source_kind.consumer(group, "a"), owners, "a")
+    b = Member(source_kind.consumer(group, "b"), owners, "b")
+    await a.start()
+    await pump_until([a], lambda: a.source.assignment() == ALL)
+    a.work_s = 0.4  # most of a's time is spent outside fetch
+
+    await b.start()
+    await pump_until([a, b], lambda: bool(b.source.assignment()) and a.settled() and b.settled())
+    await b.source.stop()
+    await pump_until([a], lambda: a.source.assignment() == ALL and a.settled())
+
+    assert a.violations == []
+    assert len(a.events) >= 3
 
 
 async def test_seek_reads_a_partition_again(source_kind: Harness) -> None:

@@ -20,7 +20,8 @@ def unavailable(bootstrap: str, action: str) -> Iterator[None]:
     except SourceUnavailable:
         raise
     except (KafkaError, OSError, TimeoutError) as error:
-        detail = str(error) or "no detail"
-        raise SourceUnavailable(
-            f"Kafka at {bootstrap}: cannot {action}: {type(error).__name__}: {detail}"
-        ) from error
+        kind = type(error).__name__
+        detail = str(error)
+        if not detail.startswith(kind):  # aiokafka's errors already start with it
+            detail = f"{kind}: {detail}" if detail else kind
+        raise SourceUnavailable(f"Kafka at {bootstrap}: cannot {action}: {detail}") from error
