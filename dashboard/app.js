@@ -145,6 +145,15 @@ function render(snapshot, now) {
   kpi("count", total.count, fmt.count(total.count));
   setText(view.kpi.count.note, `${fmt.clock(win.start)} – ${fmt.clock(win.end)}`);
   kpi("rate", total.rate_per_s, fmt.rate(total.rate_per_s));
+  setAttr(view.kpi.rate.card, "title", `events in the window / ${win.seconds} s; "now" is the last full bucket`);
+  const series = Array.isArray(snapshot.series) ? snapshot.series : [];
+  // The newest bucket is still filling; "now" is the last settled one.
+  const settled = series.length > 1 ? series.slice(0, -1) : series;
+  const latest = settled.length ? settled[settled.length - 1] : null;
+  setText(
+    view.kpi.rate.note,
+    latest ? `now ${fmt.count(Math.round(latest.count / (win.bucket_seconds || 1)))}/s` : "\u00a0",
+  );
   kpi("distinct", total.distinct, fmt.count(total.distinct));
   kpi("p50", value?.p50, fmt.millis(value?.p50));
   kpi("p90", value?.p90, fmt.millis(value?.p90));
@@ -174,7 +183,6 @@ function render(snapshot, now) {
 
   setText(view.windowLabel, fmt.span(win.seconds));
   setText(view.bucketLabel, win.bucket_seconds === 1 ? "second" : `${fmt.span(win.bucket_seconds)} bucket`);
-  const series = Array.isArray(snapshot.series) ? snapshot.series : [];
   chart.update({
     series,
     start: win.start,
@@ -182,12 +190,12 @@ function render(snapshot, now) {
     bucketSeconds: win.bucket_seconds || 1,
   });
   let peak = null;
-  for (const point of series) if (peak === null || point.count > peak.count) peak = point;
-  const latest = series.length ? series[series.length - 1] : null;
+  for (const point of settled) if (peak === null || point.count > peak.count) peak = point;
   setText(
     view.chartMeta,
     latest
-      ? `latest ${fmt.count(latest.count)} · peak ${fmt.count(peak.count)} at ${fmt.clock(peak.start)}`
+      ? `last full ${win.bucket_seconds === 1 ? "second" : "bucket"} ${fmt.count(latest.count)} · ` +
+          `peak ${fmt.count(peak.count)} at ${fmt.clock(peak.start)}`
       : "",
   );
 

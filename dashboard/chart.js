@@ -48,6 +48,7 @@ export class SeriesChart {
     this.xGroup = svg("g", { class: "x-axis" }, this.root);
     this.area = svg("path", { class: "area" }, this.root);
     this.line = svg("path", { class: "line" }, this.root);
+    this.open = svg("path", { class: "line filling" }, this.root);
     this.baseline = svg("line", { class: "baseline" }, this.root);
     this.cursor = svg("g", { class: "cursor", visibility: "hidden" }, this.root);
     this.cursorLine = svg("line", {}, this.cursor);
@@ -116,25 +117,29 @@ export class SeriesChart {
     this._drawGrid(plot, yStep, yMax, y);
     this._drawXAxis(plot, start, end, x);
 
+    // The newest bucket is still filling (events arrive a little after their
+    // time, and pods flush every half second): draw it dashed, not as a dip.
+    const settled = series.length > 1 ? series.length - 1 : series.length;
+    const px = (point) => x(point.start + bucketSeconds / 2).toFixed(1);
+    const py = (point) => y(point.count).toFixed(1);
     let line = "";
+    for (let i = 0; i < settled; i++) line += `${i === 0 ? "M" : "L"}${px(series[i])},${py(series[i])}`;
     let area = "";
-    for (let i = 0; i < series.length; i++) {
-      const point = series[i];
-      const px = x(point.start + bucketSeconds / 2).toFixed(1);
-      const py = y(point.count).toFixed(1);
-      line += `${i === 0 ? "M" : "L"}${px},${py}`;
-      area += `${i === 0 ? "M" : "L"}${px},${py}`;
-    }
-    if (series.length > 0) {
-      const first = x(series[0].start + bucketSeconds / 2).toFixed(1);
-      const last = x(series[series.length - 1].start + bucketSeconds / 2).toFixed(1);
+    let open = "";
+    if (settled > 0) {
       const floor = y(0).toFixed(1);
-      area += `L${last},${floor}L${first},${floor}Z`;
+      area = `${line}L${px(series[settled - 1])},${floor}L${px(series[0])},${floor}Z`;
+    }
+    if (settled < series.length) {
+      const a = series[settled - 1];
+      const b = series[settled];
+      open = `M${px(a)},${py(a)}L${px(b)},${py(b)}`;
     }
     setAll(this.line, { d: line || "M0,0" });
     setAll(this.area, { d: area || "M0,0" });
+    setAll(this.open, { d: open || "M0,0", visibility: open ? "visible" : "hidden" });
     setAll(this.baseline, { x1: plot.left, x2: plot.left + plot.width, y1: y(0), y2: y(0) });
-    const latest = series.length ? series[series.length - 1].count : 0;
+    const latest = settled > 0 ? series[settled - 1].count : 0;
     this.root.setAttribute(
       "aria-label",
       `Events per ${fmt.span(bucketSeconds)} bucket: latest ${fmt.count(latest)}, peak ${fmt.count(peak)}`,
@@ -205,7 +210,11 @@ export class SeriesChart {
     setAll(this.cursorLine, { x1: px, x2: px, y1: this.plot.top, y2: this.plot.top + this.plot.height });
     setAll(this.cursorDot, { cx: px, cy: py });
     const until = point.start + scale.bucketSeconds;
-    setText(this.tooltip, `${fmt.clock(point.start)}–${fmt.clock(until)} · ${fmt.count(point.count)} events`);
+    const filling = index === data.series.length - 1 && data.series.length > 1 ? " (still filling)" : "";
+    setText(
+      this.tooltip,
+      `${fmt.clock(point.start)}–${fmt.clock(until)} · ${fmt.count(point.count)} events${filling}`,
+    );
     this.tooltip.hidden = false;
     const box = this.container.clientWidth;
     const tipWidth = this.tooltip.offsetWidth;

@@ -7,7 +7,9 @@
 import { h, setAttr, setText, toggleClass } from "./dom.js";
 import * as fmt from "./format.js";
 
-const LATE_HEARTBEAT_S = 5;
+// Pods beat every 2 s by default and the leader reads the list on its own beat,
+// so ages up to ~4 s are normal; a member expires after 3 beats.
+const LATE_HEARTBEAT_S = 6;
 
 export class MembersTable {
   constructor(body) {
@@ -78,11 +80,12 @@ class MemberRow {
   constructor() {
     this.name = h("span", { class: "pod-name" });
     this.badge = h("span", { class: "badge leader-badge", hidden: true }, "leader");
-    this.partitions = h("td", { class: "partitions" });
-    this.rate = h("td", { class: "r" });
-    this.lag = h("td", { class: "r" });
-    this.heartbeat = h("td", { class: "r" });
-    this.ready = h("td", { class: "c" });
+    // data-label names the value where a phone shows rows as cards (style.css).
+    this.partitions = h("td", { class: "partitions", "data-label": "partitions" });
+    this.rate = h("td", { class: "r", "data-label": "events/s" });
+    this.lag = h("td", { class: "r", "data-label": "lag" });
+    this.heartbeat = h("td", { class: "r", "data-label": "heartbeat" });
+    this.ready = h("td", { class: "c ready", "data-label": "ready" });
     this.root = h(
       "tr",
       {},
