@@ -99,7 +99,9 @@ class KafkaDeadLetters:
             client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=5,
+            # No linger: a lone send goes out at once; send_many still batches,
+            # because it queues everything before the first batch leaves.
+            linger_ms=0,
             max_request_size=self._max_request_bytes,
             request_timeout_ms=int(self._delivery_timeout_s * 1000),
             **self._options.client_kwargs(),
