@@ -46,8 +46,11 @@ infra-down: $(STAMP)
 infra-status: $(STAMP)
 	$(BIN)/python -m infra status
 
+# The browser tests run in their own process: Playwright's sync API keeps an
+# event loop running in the main thread, which asyncio tests cannot share.
 pytest: $(STAMP)
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --ignore=tests/browser
+	$(BIN)/pytest -q -ra tests/browser
 
 # The whole suite: static checks, then install the real servers (cached after
 # the first run) and run every test; tests start the servers they need.
