@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,6 +65,7 @@ class EventSource(Protocol):
 
 
 class DeadLetters(Protocol):
-    async def send(self, record: SourceRecord, reason: str) -> None:
-        """Keep a rejected message, unchanged, with its reason and origin."""
+    async def send_many(self, items: Sequence[tuple[SourceRecord, str]]) -> None:
+        """Keep rejected messages, unchanged, each with its reason and origin; every
+        one is delivered when this returns (raise ``SourceUnavailable`` otherwise)."""
         ...

@@ -195,11 +195,12 @@ class MapStage:
         return True
 
     async def _send_dead_letters(self) -> None:
+        """Deliver dead letters before the offsets that produced them are committed;
+        on failure they stay queued and nothing is committed (at-least-once)."""
         if self._dead_letters is None or not self._dlq:
             return
-        pending, self._dlq = self._dlq, []
-        for record, reason in pending:
-            await self._dead_letters.send(record, reason)
+        await self._dead_letters.send_many(self._dlq)
+        self._dlq = []
 
     async def _retry_store(self) -> None:
         await self._clock.sleep(1.0)

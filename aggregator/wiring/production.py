@@ -59,8 +59,9 @@ class SinglePod:
 
 
 def kafka_options(settings: Settings) -> KafkaOptions:
+    """The Kafka security options, checked now (certificate files are read here)."""
     try:
-        return KafkaOptions(
+        options = KafkaOptions(
             security_protocol=settings.kafka_security_protocol,
             sasl_mechanism=settings.kafka_sasl_mechanism,
             sasl_plain_username=settings.kafka_sasl_username,
@@ -69,8 +70,10 @@ def kafka_options(settings: Settings) -> KafkaOptions:
             ssl_certfile=settings.kafka_ssl_certfile,
             ssl_keyfile=settings.kafka_ssl_keyfile,
         )
-    except ValueError as error:
+        options.client_kwargs()
+    except (ValueError, OSError) as error:
         raise StartupError(f"invalid Kafka security settings: {error}") from None
+    return options
 
 
 async def _connect_store(settings: Settings, identity: str) -> Any:

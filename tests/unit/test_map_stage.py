@@ -1,0 +1,85 @@
+"""The map stage on the memory adapters: commits wait for the store and the
+dead-letter queue; outages pause it and it resumes by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import orjson
+
+from aggregator.adapters.memory.clock import SystemClock
+from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
+from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
+from aggregator.core.accumulate import FoldSettings
+from aggregator.core.events import EventSchema
+from aggregator.ports.source import SourceRecord, SourceUnavailable
+from aggregator.services.map_stage import MapStage
+
+
+class CollectingDeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, str]] = []
+        self.failing = False
+
+    async def send_many(self, items: Sequence[tuple[SourceRecord, str]]) -> None:
+        if self.failing:
+            raise SourceUnavailable("dead-letter topic unreachable")
+        self.sent.extend((r.partition, r.offset, reason) for r, reason in items)
+
+
+async def until(condition: object, timeout_s: float = 5.0) -> None:
+    """Poll a condition that no event signals (it reads the stage's counters)."""
+    async with asyncio.timeout(timeout_s):
+        while not (callable(condition) and condition()):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_commits_wait_for_dead_letters_and_store() -> None:
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=2)
+    now = clock.time()
+    good = orjson.dumps({"ts": now, "app": "a"})
+    for i in range(20):
+        log.append(i % 2, good if i % 5 else b"not json")
+    server = MemoryStoreServer(clock, ttl_s=600)
+    consumer = MemoryConsumer(log, "g", "m1")
+    dead = CollectingDeadLetters()
+    dead.failing = True
+    stage = MapStage(
+        consumer,
+        MemoryStoreClient(server),
+        clock,
+        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
+        flush_interval_s=0.05,
+        dead_letters=dead,
+    )
+    task = asyncio.create_task(stage.run())
+    try:
+        await until(lambda: stage.stats.records == 20)
+        await asyncio.sleep(0.3)
+        assert await consumer.committed(0) is None  # dead letters not out: no commit
+        dead.failing = False
+        await until(lambda: len(dead.sent) == 4)
+        await until(lambda: stage.ready)
+        assert sorted(dead.sent) == [
+            (0, 0, "invalid_json"),
+            (0, 5, "invalid_json"),
+            (1, 2, "invalid_json"),
+            (1, 7, "invalid_json"),
+        ]
+        await until(lambda: log.group("g", 10).committed == {0: 10, 1: 10})
+
+        server.available = False
+        log.append(0, good)
+        await until(lambda: not stage.ready)
+        assert log.group("g", 10).committed[0] == 10
+        server.available = True
+        await until(lambda: log.group("g", 10).committed.get(0) == 11)
+        assert stage.ready
+        assert stage.stats.counted == 17
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
