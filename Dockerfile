@@ -21,7 +21,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS dashboard
 WORKDIR /src/dashboard
 COPY dashboard/ ./
-RUN <<'CHECK' python
+RUN python <<'CHECK'
 import pathlib, re, sys
 root = pathlib.Path(".")
 missing = []

@@ -344,6 +344,30 @@ def test_every_object_and_binding_lands_in_the_overlays_namespace(
 # --- the pieces agree with each other and with the code ----------------------------------
 
 
+def test_the_image_and_the_pod_spec_agree(rendered: dict[str, list[Obj]]) -> None:
+    """The Dockerfile cannot be built here; what the pod spec assumes of it can be read."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    [user] = re.findall(r"(?m)^USER (\d+):(\d+)$", dockerfile)
+    [exposed] = re.findall(r"(?m)^EXPOSE (\d+)$", dockerfile)
+    assert re.search(r'(?m)^ENTRYPOINT \["aggregator"\]$', dockerfile)
+    assert re.search(r'(?m)^CMD \["run"\]$', dockerfile)
+    assert re.search(r"(?m)^ARG PYTHON_IMAGE=python:3\.11-slim", dockerfile)
+    for objects in rendered.values():
+        deployment = one(objects, "Deployment", "stream-aggregator")
+        pod = deployment["spec"]["template"]["spec"]["securityContext"]
+        assert (str(pod["runAsUser"]), str(pod["runAsGroup"])) == user
+        [port] = container(deployment, "aggregator")["ports"]
+        assert str(port["containerPort"]) == exposed
+    # The build context holds what the Dockerfile copies, and nothing else.
+    ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert ignored[ignored.index("*") + 1 :][:4] == [
+        "!pyproject.toml",
+        "!README.md",
+        "!aggregator/",
+        "!dashboard/",
+    ]
+
+
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_the_config_map_is_a_valid_configuration_for_the_code(
     rendered: dict[str, list[Obj]], overlay: str, monkeypatch: pytest.MonkeyPatch

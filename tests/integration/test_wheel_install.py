@@ -28,8 +28,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_UID = 10001  # the Dockerfile's USER
 HOST = "127.0.0.1"
@@ -134,6 +132,35 @@ def referenced_assets(index_html: str, modules: dict[str, str]) -> set[str]:
     return found
 
 
+def dockerfile_dashboard_check() -> str:
+    """The Python program the Dockerfile's dashboard stage runs (its heredoc)."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    found = re.search(r"(?ms)^RUN python <<'CHECK'\n(.*?)^CHECK$", dockerfile)
+    assert found, "the dashboard stage's check is not where this test looks for it"
+    return found.group(1)
+
+
+def test_the_dockerfiles_dashboard_stage_accepts_the_dashboard_and_rejects_a_broken_one(
+    tmp_path: Path,
+) -> None:
+    check = dockerfile_dashboard_check()
+    dashboard = tmp_path / "dashboard"
+    shutil.copytree(REPO / "dashboard", dashboard)
+    passed = subprocess.run(
+        [sys.executable, "-c", check], cwd=dashboard, capture_output=True, text=True, check=False
+    )
+    assert passed.returncode == 0, passed.stderr
+    # A module that another one imports goes missing: the build would stop.
+    imported = sorted(referenced_assets("", {"app.js": (dashboard / "app.js").read_text()}))
+    (dashboard / imported[0].removeprefix("static/")).unlink()
+    failed = subprocess.run(
+        [sys.executable, "-c", check], cwd=dashboard, capture_output=True, text=True, check=False
+    )
+    assert failed.returncode != 0
+    assert f"app.js -> {imported[0].removeprefix('static/')}" in failed.stderr
+
+
+@pytest.mark.slow
 def test_the_wheel_runs_as_a_non_root_user_from_a_read_only_directory(
     install_root: Path, tmp_path: Path
 ) -> None:
