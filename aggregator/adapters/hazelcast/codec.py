@@ -1,0 +1,130 @@
+"""How partials, snapshots and member records are laid out in Hazelcast.
+
+Keys are strings ``"<source>|<partition>|<bucket>"`` (read from the right, so a
+source name may itself contain ``|``).  Values are sent as ``bytearray``, which
+the client serializes as a Java ``byte[]`` (plain ``bytes`` would be pickled), and
+come back as ``bytearray``: Hazelcast stores and compares them as opaque byte
+arrays, which is what ``replace_if_same`` needs.
+
+A partial value is one format byte, then MessagePack of ``[writer, wire]`` where
+``wire`` is ``Partial.to_wire()`` and ``writer`` the identity of the client that
+wrote it.  The writer makes two writers' values differ even when their counts are
+equal, so a compare-and-set against "the bytes I wrote last" can only succeed if
+nobody else wrote since.  MessagePack was measured against JSON (orjson): about
+30 % fewer bytes and a faster raw decode for a partial with 1,000 keys
+(``python -m bench.partial_codec``).  The zlib format trades encode time for
+about 40 % fewer bytes again; it is optional.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, TypeAlias
+
+import msgspec
+
+from aggregator.core.partial import Partial
+from aggregator.ports.bus import Published
+from aggregator.ports.members import MemberInfo
+from aggregator.ports.store import PartialKey
+
+PLAIN = 1
+"""Format byte: MessagePack."""
+DEFLATED = 2
+"""Format byte: zlib (level 1) of the MessagePack."""
+
+Blob: TypeAlias = bytes | bytearray
+"""A value as this module makes it or as the client hands it back."""
+
+_encoder = msgspec.msgpack.Encoder()
+_envelope = msgspec.msgpack.Decoder(tuple[str, dict[str, Any]])
+_published = msgspec.msgpack.Decoder(Published)
+_member = msgspec.msgpack.Decoder(MemberInfo)
+
+
+class CorruptValue(ValueError):
+    """A stored value this adapter cannot read (another format or another program)."""
+
+
+# -- keys ---------------------------------------------------------------------
+
+
+def partial_key(key: PartialKey) -> str:
+    return f"{key.source}|{key.partition}|{key.bucket}"
+
+
+def parse_partial_key(text: str) -> PartialKey | None:
+    """The key of a stored partial; None for a key this adapter did not write."""
+    parts = text.rsplit("|", 2)
+    if len(parts) != 3:
+        return None
+    try:
+        return PartialKey(parts[0], int(parts[1]), int(parts[2]))
+    except ValueError:
+        return None
+
+
+def partition_prefix(source: str, partition: int) -> str:
+    """Every key of the partition starts with this, and sorts below ``prefix_end``."""
+    return f"{source}|{partition}|"
+
+
+def prefix_end(prefix: str) -> str:
+    """The smallest string above every string that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+# -- partial values -------------------------------------------------------------
+
+
+def encode_partial(partial: Partial, writer: str, *, deflate: bool = False) -> bytearray:
+    packed = _encoder.encode((writer, partial.to_wire()))
+    if deflate:
+        return bytearray((DEFLATED,)) + zlib.compress(packed, 1)
+    return bytearray((PLAIN,)) + packed
+
+
+def decode_partial(value: Blob) -> Partial:
+    return Partial.from_wire(_unpack(value)[1])
+
+
+def writer_of(value: Blob) -> str:
+    return _unpack(value)[0]
+
+
+def _unpack(value: Blob) -> tuple[str, dict[str, Any]]:
+    if not value:
+        raise CorruptValue("empty value")
+    try:
+        if value[0] == PLAIN:
+            return _envelope.decode(memoryview(value)[1:])
+        if value[0] == DEFLATED:
+            return _envelope.decode(zlib.decompress(memoryview(value)[1:]))
+    except (msgspec.DecodeError, zlib.error) as error:
+        raise CorruptValue(f"unreadable partial: {error}") from error
+    raise CorruptValue(f"unknown partial format {value[0]}")
+
+
+# -- snapshots and members -----------------------------------------------------------
+
+
+def encode_published(message: Published) -> bytearray:
+    return bytearray(_encoder.encode(message))
+
+
+def decode_published(value: Blob) -> Published:
+    try:
+        return _published.decode(value)
+    except msgspec.DecodeError as error:
+        raise CorruptValue(f"unreadable snapshot message: {error}") from error
+
+
+def encode_member(info: MemberInfo) -> bytearray:
+    return bytearray(_encoder.encode(info))
+
+
+def decode_member(value: Blob) -> MemberInfo:
+    try:
+        return _member.decode(value)
+    except msgspec.DecodeError as error:
+        raise CorruptValue(f"unreadable member record: {error}") from error
