@@ -1,0 +1,149 @@
+"""The Hazelcast adapters against real members: a member killed in the middle of
+a stream of compare-and-set writes loses nothing and fences nobody wrongly, the
+feed catches up after it, and ``connect`` fails fast when there is no cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import AsyncExitStack, suppress
+
+import pytest
+from hazelcast.asyncio import HazelcastClient
+
+from aggregator.adapters.hazelcast import HazelcastFeed, HazelcastStore, connect
+from aggregator.core.partial import Partial
+from aggregator.ports.store import PartialKey, StoreUnavailable
+from tests.fixtures.kafka_hazelcast import HazelcastCluster, unique_name
+
+SOURCE = "crashes"
+PARTITIONS = 6
+ROUNDS_BEFORE = 10
+ROUNDS_AFTER = 10
+RETRY_DEADLINE_S = 60.0
+
+
+def partial(bucket: int, count: int) -> Partial:
+    made = Partial(bucket, 1, count)
+    made.total.count = count
+    made.by[0][f"app-{count % 7}"] = made.total.copy()
+    return made
+
+
+async def write_until_stored(
+    store: HazelcastStore, partition: int, partials: list[Partial]
+) -> tuple[list[int], int]:
+    """As the map stage does: retry the same flush until the store takes it."""
+    deadline = time.monotonic() + RETRY_DEADLINE_S
+    failures = 0
+    while True:
+        try:
+            return await store.write(SOURCE, partition, partials), failures
+        except StoreUnavailable:
+            failures += 1
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def client(cluster: HazelcastCluster, stack: AsyncExitStack, name: str) -> HazelcastClient:
+    made = await connect(cluster.members, cluster.cluster_name, client_name=name)
+    stack.push_async_callback(made.shutdown)
+    return made
+
+
+@pytest.mark.hazelcast
+@pytest.mark.slow
+async def test_a_killed_member_loses_no_entry_and_cas_keeps_working(
+    hazelcast: HazelcastCluster, request: pytest.FixtureRequest
+) -> None:
+    map_name = unique_name(request.node.name, prefix="partials")  # backup-count 1
+    async with AsyncExitStack() as stack:
+        writer_client = await client(hazelcast, stack, "pod-a")
+        store = HazelcastStore(writer_client, writer="pod-a", ttl_s=600, map_name=map_name)
+        feed = HazelcastFeed(
+            await client(hazelcast, stack, "reducer"), map_name=map_name, resync_after_s=1.0
+        )
+        stack.push_async_callback(feed.close)
+        seen: dict[PartialKey, Partial] = dict(await feed.open())
+
+        truth: dict[PartialKey, Partial] = {}
+        fenced: list[int] = []
+        failures = 0
+        rounds = 0
+
+        async def write_round() -> None:
+            nonlocal rounds, fenced, failures
+            for partition in range(PARTITIONS):
+                # a new bucket, and the two before it again (the replace path)
+                batch = [partial(b, rounds + 1) for b in range(max(0, rounds - 2), rounds + 1)]
+                lost, failed = await write_until_stored(store, partition, batch)
+                fenced += lost
+                failures += failed
+                truth.update((PartialKey(SOURCE, partition, p.bucket), p) for p in batch)
+            rounds += 1
+            with suppress(StoreUnavailable):
+                seen.update(await feed.changes())
+            await asyncio.sleep(0.02)
+
+        for _ in range(ROUNDS_BEFORE):
+            await write_round()
+        kill = asyncio.create_task(asyncio.to_thread(hazelcast.kill_member, 0))
+        deadline = time.monotonic() + RETRY_DEADLINE_S
+        while not kill.done() or len(writer_client.cluster_service.get_members()) > 1:
+            assert time.monotonic() < deadline, "the client never saw the member leave"
+            await write_round()  # writes keep going while the member dies
+        await kill
+        for _ in range(ROUNDS_AFTER):
+            await write_round()
+        assert hazelcast.running_members() == hazelcast.members[1:]
+
+        assert fenced == []  # an unknown outcome that landed is recognised as ours
+        observer_client = await client(hazelcast, stack, "observer")
+        observer = HazelcastStore(observer_client, writer="observer", ttl_s=600, map_name=map_name)
+        stored = {
+            PartialKey(SOURCE, partition, p.bucket): p
+            for partition in range(PARTITIONS)
+            for p in await observer.load(SOURCE, partition)
+        }
+        assert len(stored) == PARTITIONS * rounds
+        assert stored == truth
+
+        # Compare-and-set still fences: the observer takes partition 0 over.
+        last = rounds - 1
+        assert await observer.write(SOURCE, 0, [partial(last, 1000)]) == []
+        assert await store.write(SOURCE, 0, [partial(last, 1001), partial(last + 1, 1)]) == [last]
+        assert await store.write(SOURCE, 1, [partial(last, 1002)]) == []
+        truth[PartialKey(SOURCE, 0, last)] = partial(last, 1000)
+        truth[PartialKey(SOURCE, 0, last + 1)] = partial(last + 1, 1)
+        truth[PartialKey(SOURCE, 1, last)] = partial(last, 1002)
+
+        # The feed catches up (it re-reads the map after the membership change).
+        deadline = time.monotonic() + 20.0
+        while seen != truth or feed.full_reads < 2:
+            assert time.monotonic() < deadline, "the feed did not catch up"
+            with suppress(StoreUnavailable):
+                seen.update(await feed.changes())
+            await asyncio.sleep(0.1)
+
+        print(
+            f"\n{store.stats.writes} writes, {store.stats.calls} calls "
+            f"({store.stats.calls / store.stats.writes:.1f} per write of 3 partials), "
+            f"{rounds} rounds, {failures} writes retried while the member died"
+        )
+
+
+@pytest.mark.hazelcast
+async def test_connect_with_a_wrong_cluster_name_fails_fast(hazelcast: HazelcastCluster) -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="no member of Hazelcast cluster 'not-ours'"):
+        await connect(hazelcast.members, "not-ours", client_name="t", connect_timeout_s=1.0)
+    assert time.monotonic() - started < 5.0
+
+
+async def test_connect_to_a_closed_port_fails_fast() -> None:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:15799"):
+        await connect(["127.0.0.1:15799"], "anything", client_name="t", connect_timeout_s=1.0)
+    assert time.monotonic() - started < 5.0
