@@ -1,0 +1,249 @@
+"""``python -m bench.failover --runs N --timings 15,10,2 --timings 4,3,1 [--no-write]``
+
+Leader failover of real ``aggregator run`` processes (3 pods on the local
+kube-apiserver, Kafka and Hazelcast; start them with ``make infra-up``).  Each
+run signals the publishing leader and times, from the signal, the first
+snapshot of a new leader (higher epoch) pushed to a websocket client of a
+surviving pod.  A run is one SIGTERM (graceful: the lease is released) and one
+SIGKILL (the followers wait for the lease to expire); the signalled pod is
+replaced before the next run.  Prints a table and rewrites the ``## Failover``
+section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.integration.cluster_harness import (
+    Cluster,
+    ClusterConfig,
+    Failover,
+    SnapshotRecorder,
+    Timings,
+    clear_shared_maps,
+    fail_leader,
+    fencing_violations,
+    wait_for_holder,
+)
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+SECTION = "## Failover"
+NAMESPACE = "default"
+PODS = 3
+GRACEFUL_BOUND_S = 3.0
+
+
+def crash_bound(timings: Timings) -> float:
+    return timings.lease_s + 2 * timings.retry_s
+
+
+def servers() -> tuple[Path, str, list[str], str]:
+    """The running local servers, or SystemExit(2) saying how to start them."""
+    from infra import hazelcast as hz_infra
+    from infra import kafka as kafka_infra
+    from infra.kube import control_plane
+
+    problems = []
+    if not control_plane.apiserver_ready():
+        problems.append("kube-apiserver")
+    if not kafka_infra.COMPONENT.running():
+        problems.append("Kafka")
+    members = [hz_infra.address(i) for i in range(hz_infra.MEMBER_COUNT)]
+    if hz_infra.COMPONENT.running_members() != members:
+        problems.append("Hazelcast")
+    if problems:
+        print(f"bench.failover: not running: {', '.join(problems)} (run `make infra-up`)",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
+    return control_plane.kubeconfig_path(), kafka_infra.BOOTSTRAP, members, hz_infra.CLUSTER_NAME
+
+
+async def create_topic(bootstrap: str, name: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 6, 1)])
+    finally:
+        await admin.close()
+
+
+async def delete_topic(bootstrap: str, name: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    except Exception as error:  # cleanup only
+        print(f"  (could not delete topic {name}: {error})", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
+async def replace(cluster: Cluster, recorder: SnapshotRecorder) -> None:
+    pod = cluster.start()
+    await pod.wait_up()
+    recorder.watch(pod)
+
+
+async def measure(timings: Timings, runs: int, logs: Path) -> list[Failover]:
+    from infra.kube import control_plane
+
+    kubeconfig, bootstrap, members, cluster_name = servers()
+    prefix = f"bench{secrets.token_hex(3)}"
+    topic = f"{prefix}-events"
+    await create_topic(bootstrap, topic)
+    await clear_shared_maps(members, cluster_name)
+    config = ClusterConfig(
+        kubeconfig=kubeconfig,
+        namespace=NAMESPACE,
+        kafka_bootstrap=bootstrap,
+        topic=topic,
+        hazelcast_members=members,
+        hazelcast_cluster_name=cluster_name,
+        timings=timings,
+        prefix=prefix,
+    )
+    cluster = Cluster(config, logs / prefix)
+    recorder = SnapshotRecorder()
+    results: list[Failover] = []
+    try:
+        for pod in await cluster.start_many(PODS):
+            recorder.watch(pod)
+        await wait_for_holder(
+            control_plane.kubectl, NAMESPACE, config.lease_name, lambda h: h.startswith(prefix),
+            timeout_s=timings.lease_s + 30,
+        )  # fmt: skip
+        for run in range(runs):
+            for sig, bound in (
+                (signal.SIGTERM, GRACEFUL_BOUND_S),
+                (signal.SIGKILL, crash_bound(timings)),
+            ):
+                outcome = await fail_leader(cluster, recorder, sig, timeout_s=bound + 30)
+                results.append(outcome)
+                print(
+                    f"  {timings.label()} run {run + 1}/{runs} {sig.name}: "
+                    f"{outcome.seconds:.2f} s (epoch {outcome.old_epoch} -> "
+                    f"{outcome.new_epoch}, exit {outcome.exit_status})",
+                    flush=True,
+                )
+                await replace(cluster, recorder)
+        problems = fencing_violations(recorder.mine(prefix))
+        if problems:
+            print("  FENCING VIOLATIONS:\n  " + "\n  ".join(problems), file=sys.stderr)
+    except BaseException:
+        print(cluster.report(), file=sys.stderr)
+        raise
+    finally:
+        await recorder.close()
+        cluster.close()
+        control_plane.kubectl("delete", "lease", config.lease_name, "-n", NAMESPACE,
+                              "--ignore-not-found")  # fmt: skip
+        await delete_topic(bootstrap, topic)
+    return results
+
+
+def table(measured: dict[Timings, list[Failover]]) -> list[str]:
+    lines = [
+        "| lease/renew/retry (s) | signal | runs | min (s) | median (s) | max (s) "
+        "| bound (s) | all within |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for timings, outcomes in measured.items():
+        for how, bound in (
+            ("SIGTERM", GRACEFUL_BOUND_S),
+            ("SIGKILL", crash_bound(timings)),
+        ):
+            seconds = [o.seconds for o in outcomes if o.how == how]
+            if not seconds:
+                continue
+            lines.append(
+                f"| {timings.label()} | {how} | {len(seconds)} | {min(seconds):.2f} "
+                f"| {statistics.median(seconds):.2f} | {max(seconds):.2f} | {bound:g} "
+                f"| {'yes' if max(seconds) <= bound else 'NO'} |"
+            )
+    return lines
+
+
+def write_section(body: str) -> None:
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    section = f"{SECTION}\n\n{body}\n"
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        following = text.find("\n## ", start + len(SECTION))
+        rest = text[following + 1 :] if following >= 0 else ""
+        text = text[:start] + section + ("\n" + rest if rest else "")
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.failover")
+    parser.add_argument("--runs", type=int, default=3, help="runs per timing (default 3)")
+    parser.add_argument(
+        "--timings",
+        action="append",
+        type=Timings.parse,
+        help="lease,renew-deadline,retry in seconds; repeat it (default 15,10,2 and 4,3,1)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # so the pods are stopped on the way out
+    chosen: list[Timings] = args.timings or [Timings(15, 10, 2), Timings(4, 3, 1)]
+    logs = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    print(f"pod logs under {logs}")
+    measured: dict[Timings, list[Failover]] = {}
+    for timings in chosen:
+        measured[timings] = asyncio.run(measure(timings, args.runs, logs))
+    lines = table(measured)
+    print("\n".join(lines))
+    statuses = sorted({o.exit_status for m in measured.values() for o in m if o.how == "SIGTERM"},
+                      key=str)  # fmt: skip
+    command = "python -m bench.failover --runs {} {}".format(
+        args.runs, " ".join(f"--timings {t.lease_s:g},{t.renew_deadline_s:g},{t.retry_s:g}"
+                            for t in chosen),
+    )  # fmt: skip
+    body = "\n".join(
+        [
+            f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}; "
+            f"command: `{command}`.",
+            "",
+            f"{PODS} `aggregator run` processes on the local kube-apiserver, Kafka and "
+            "Hazelcast (reduce tick 0.5 s). Time from the signal to the leader to the "
+            "first snapshot of the new leader (higher epoch) received by a websocket "
+            "client of a surviving pod. Bounds: SIGTERM 3 s (the lease is released); "
+            "SIGKILL lease + 2 x retry (the followers wait for the lease to expire, "
+            "judged from when they last saw it change).",
+            "",
+            *lines,
+            "",
+            f"SIGTERMed leaders exited with status {', '.join(map(str, statuses))}.",
+        ]
+    )
+    if not args.no_write:
+        write_section(body)
+        print(f"\nwritten to {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
