@@ -16,6 +16,12 @@ import { TopPanels } from "./topn.js";
 const UI_CLOCK_MS = 250;
 const ACTIVITY_ROWS = 40;
 const TITLE = "stream-aggregator";
+const ANNOUNCE = {
+  live: "Live: numbers are current.",
+  stale: "Stale: no new snapshot; the numbers shown are old.",
+  reconnecting: "Disconnected from the server; reconnecting.",
+  waiting: "Connected; waiting for the first snapshot.",
+};
 
 const body = document.body;
 const view = {
@@ -33,6 +39,7 @@ const view = {
   chartMeta: byId("chart-meta"),
   activity: byId("activity"),
   foot: byId("foot"),
+  announce: byId("announce"),
   kpi: Object.fromEntries(
     [...document.querySelectorAll(".kpi")].map((card) => [
       card.dataset.kpi,
@@ -82,8 +89,8 @@ function receive(data, connectionId) {
   }
   const decision = gate.offer(snapshot, connectionId, now, ticks.seconds);
   if (!decision.accept) {
-    if (decision.reason !== shown.dropReason) {
-      note(`dropped a snapshot (epoch ${snapshot?.epoch ?? "?"}): ${decision.reason}`, "warn");
+    if (decision.kind !== "duplicate" && decision.reason !== shown.dropReason) {
+      note(`ignoring snapshots: ${decision.reason}`, "warn");
       shown.dropReason = decision.reason;
     }
     return;
@@ -235,6 +242,7 @@ function refresh() {
     else note("snapshots are flowing again");
     shown.stale = stale;
   }
+  if (state !== body.dataset.state) setText(view.announce, ANNOUNCE[state] ?? "");
   body.dataset.state = state;
   body.dataset.stale = String(stale);
   toggleClass(body, "is-stale", stale);
@@ -265,7 +273,13 @@ function refresh() {
     view.updated,
     snapshot ? `as of ${fmt.clock(snapshot.generated_at)} · ${fmt.duration(age)} ago` : "no data yet",
   );
-  document.title = state === "live" ? TITLE : `⚠ ${state} · ${TITLE}`;
+  const title = state === "live" ? TITLE : `⚠ ${state} · ${TITLE}`;
+  if (document.title !== title) document.title = title;
+  setAttr(
+    view.leader.closest("dd"),
+    "title",
+    stale ? "the leader of the last snapshot received; it may have changed since" : null,
+  );
 
   renderBanner(state, stale, age, tick, now);
   renderLeaderAge(snapshot, now);

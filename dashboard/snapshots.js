@@ -43,25 +43,31 @@ export class SnapshotGate {
    * Decide on ``snapshot`` that arrived on ``connection`` (any value that
    * differs per websocket) at ``nowMs`` (a monotonic clock), given the
    * expected tick in seconds.  Returns {accept, reason}; reason is "first",
-   * "newer-epoch", "next", "epoch-reset", or why it was dropped.
+   * "newer-epoch", "next", "epoch-reset", or why it was dropped, and then
+   * kind is "duplicate" (a resend after reconnecting), "epoch" or "invalid".
    */
   offer(snapshot, connection, nowMs, tickSeconds) {
     const problem = invalidReason(snapshot);
-    if (problem !== null) return this.#drop(`invalid: ${problem}`);
+    if (problem !== null) return this.#drop(`invalid: ${problem}`, "invalid");
     const { epoch } = snapshot;
     const generatedAt = snapshot.generated_at;
     if (this.epoch === null) return this.#accept(snapshot, connection, "first");
     if (epoch > this.epoch) return this.#accept(snapshot, connection, "newer-epoch");
     if (epoch === this.epoch) {
       if (generatedAt > this.generatedAt) return this.#accept(snapshot, connection, "next");
-      return this.#drop("not newer than the snapshot shown");
+      return this.#drop("not newer than the snapshot shown", "duplicate");
     }
-    if (connection === this.connection) return this.#drop("lower epoch (deposed leader)");
+    const lower = `epoch ${epoch} is lower than ${this.epoch}`;
+    if (connection === this.connection) return this.#drop(`${lower}: a deposed leader`, "epoch");
     if (this.behindSince === null) this.behindSince = nowMs;
     if (nowMs - this.behindSince >= this.resetAfterTicks * tickSeconds * 1000) {
       return this.#accept(snapshot, connection, "epoch-reset");
     }
-    return this.#drop("lower epoch (deposed leader)");
+    return this.#drop(
+      `${lower}: a deposed leader, or a new lease (followed if nothing newer comes for ` +
+        `${this.resetAfterTicks} ticks)`,
+      "epoch",
+    );
   }
 
   #accept(snapshot, connection, reason) {
@@ -72,9 +78,9 @@ export class SnapshotGate {
     return { accept: true, reason };
   }
 
-  #drop(reason) {
+  #drop(reason, kind) {
     this.dropped += 1;
-    return { accept: false, reason };
+    return { accept: false, reason, kind };
   }
 }
 

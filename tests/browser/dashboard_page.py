@@ -58,6 +58,11 @@ _READ_JS = """
       partitions: row.querySelector(".partitions").textContent,
     })),
     chartLine: q("#chart path.line")?.getAttribute("d") ?? "",
+    // The page's own bookkeeping (app.js exposes it for the browser console).
+    ageS: globalThis.dashboard?.shown.snapshot
+      ? (performance.now() - globalThis.dashboard.shown.receivedAt) / 1000
+      : null,
+    tickS: globalThis.dashboard?.ticks.seconds ?? null,
   };
 }
 """.replace("KPIS", json.dumps(KPIS))
@@ -91,6 +96,10 @@ class Shown:
     tops: dict[str, list[dict[str, str]]]
     members: list[dict[str, Any]]
     chart_line: str
+    age_s: float | None
+    """Seconds since the snapshot on screen arrived."""
+    tick_s: float | None
+    """The cadence the page expects."""
 
     @classmethod
     def from_page(cls, raw: dict[str, Any]) -> Shown:
@@ -110,6 +119,8 @@ class Shown:
             tops=raw["tops"],
             members=raw["members"],
             chart_line=raw["chartLine"],
+            age_s=raw["ageS"],
+            tick_s=raw["tickS"],
         )
 
     @property
@@ -122,8 +133,9 @@ class ConsoleGuard:
     """Every console error and uncaught exception of the page.
 
     While the server is deliberately down, the browser itself logs each refused
-    websocket connection as a console error; a test that stops the server allows
-    exactly that message with ``allow`` and everything else still fails.
+    websocket connection (and a demo-controls poll caught by the stop) as a
+    console error; a test that stops the server allows exactly those lines
+    (message and URL) with ``allow``, and everything else still fails.
     """
 
     problems: list[str] = field(default_factory=list)
@@ -143,12 +155,11 @@ class ConsoleGuard:
     def _console(self, message: ConsoleMessage) -> None:
         if message.type not in {"error", "assert"}:
             return
-        text = message.text
-        if any(pattern.search(text) for pattern in self._patterns):
-            self.allowed.append(text)
+        line = f"{message.text} ({message.location.get('url', '')})"
+        if any(pattern.search(line) for pattern in self._patterns):
+            self.allowed.append(line)
             return
-        where = message.location.get("url", "")
-        self.problems.append(f"console.{message.type}: {text} ({where})")
+        self.problems.append(f"console.{message.type}: {line}")
 
     def _page_error(self, error: Error) -> None:
         self.problems.append(f"uncaught: {error.message}\n{error.stack or ''}")
@@ -163,6 +174,16 @@ class DashboardPage:
     def open(self) -> Shown:
         self.page.goto(self.server.base_url + "/")
         return self.wait_until(lambda shown: shown.live, 15.0, "the page shows live data")
+
+    def kill_with_button(self, pod: str) -> None:
+        """Click the demo panel's Kill button of ``pod`` and wait for the answer
+        (so that a later server stop cannot catch the request in flight)."""
+        with self.page.expect_response(
+            lambda response: response.url.endswith(f"/api/demo/pods/{pod}/kill"),
+            timeout=15_000,
+        ) as answer:
+            self.page.click(f'[data-testid="demo-kill-{pod}"]')
+        assert answer.value.ok, f"kill {pod}: HTTP {answer.value.status}"
 
     def read(self) -> Shown:
         return Shown.from_page(self.page.evaluate(_READ_JS))

@@ -20,7 +20,7 @@ import httpx
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
 
 # The demo's lease timings (aggregator.wiring.cli.DEMO_LEASE): after SIGKILL of
 # the leader, a new one publishes within lease + 2 x retry (x jitter 1.2) plus
@@ -79,17 +79,22 @@ class DemoServer:
         self.stop(signal.SIGKILL)
         raise RuntimeError(f"aggregator demo served no snapshot in {START_TIMEOUT_S} s")
 
-    def stop(self, how: signal.Signals = signal.SIGTERM) -> None:
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> bool:
+        """Send ``how``; SIGKILL if the server has not exited after STOP_TIMEOUT_S.
+
+        Returns whether it exited without that escalation.
+        """
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(how)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is None or process.poll() is not None:
+            return True
+        process.send_signal(how)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return False
+        return True
 
     def close(self) -> None:
         self.stop(

@@ -71,27 +71,27 @@ SNAPSHOT = """
         pytest.param(
             # (epoch, generated_at, connection, now_ms)
             [(3, 100.0, 1, 0), (3, 101.0, 1, 1000), (3, 101.0, 1, 1100), (3, 100.5, 1, 1200)],
-            [(True, "first"), (True, "next"), (False, None), (False, None)],
+            [(True, "first"), (True, "next"), (False, "duplicate"), (False, "duplicate")],
             id="same-epoch: newer only",
         ),
         pytest.param(
             [(3, 100.0, 1, 0), (4, 99.0, 1, 1000), (3, 101.0, 1, 2000)],
-            [(True, "first"), (True, "newer-epoch"), (False, None)],
+            [(True, "first"), (True, "newer-epoch"), (False, "epoch")],
             id="higher epoch wins even with an older clock; the deposed one is dropped",
         ),
         pytest.param(
             [(3, 100.0, 1, 0), (2, 200.0, 1, 0), (2, 201.0, 1, 60_000)],
-            [(True, "first"), (False, None), (False, None)],
+            [(True, "first"), (False, "epoch"), (False, "epoch")],
             id="lower epoch on the same connection: always dropped",
         ),
         pytest.param(
             [(3, 100.0, 1, 0), (0, 200.0, 2, 10_000), (0, 202.0, 2, 14_000), (0, 205.0, 2, 15_000)],
-            [(True, "first"), (False, None), (False, None), (True, "epoch-reset")],
+            [(True, "first"), (False, "epoch"), (False, "epoch"), (True, "epoch-reset")],
             id="new connection, epochs started over: followed after 5 ticks",
         ),
         pytest.param(
             [(3, 100.0, 1, 0), (0, 200.0, 2, 10_000), (3, 101.0, 3, 12_000), (0, 205.0, 2, 16_000)],
-            [(True, "first"), (False, None), (True, "next"), (False, None)],
+            [(True, "first"), (False, "epoch"), (True, "next"), (False, "epoch")],
             id="a current snapshot in between restarts the wait",
         ),
     ],
@@ -99,7 +99,7 @@ SNAPSHOT = """
 def test_epoch_gate(
     modules: Page,
     steps: list[tuple[int, float, int, int]],
-    expected: list[tuple[bool, str | None]],
+    expected: list[tuple[bool, str]],
 ) -> None:
     decisions = run(
         modules,
@@ -111,7 +111,8 @@ def test_epoch_gate(
         return steps.map(([epoch, at, conn, now]) => gate.offer(snap(epoch, at), conn, now, 1));
         """,
     )
-    got = [(d["accept"], d["reason"] if d["accept"] else None) for d in decisions]
+    # Accepted: why; dropped: what kind of drop.
+    got = [(d["accept"], d["reason"] if d["accept"] else d["kind"]) for d in decisions]
     assert got == expected
 
 
@@ -125,7 +126,7 @@ def test_gate_rejects_what_is_not_a_snapshot(modules: Page) -> None:
           .map((value) => gate.offer(value, 1, 0, 1));
         """,
     )
-    assert [r["accept"] for r in reasons] == [False] * 5
+    assert [(r["accept"], r["kind"]) for r in reasons] == [(False, "invalid")] * 5
     assert reasons[2]["reason"] == "invalid: schema 2, expected 1"
     assert reasons[3]["reason"] == "invalid: no epoch"
 
