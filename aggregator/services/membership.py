@@ -33,6 +33,9 @@ class Membership:
                 await self.beat()
             except ConnectionError as error:
                 self._log.warning("member heartbeat failed: %s", error)
+            except Exception:
+                # A heartbeat is best effort: never let it take the pod down.
+                self._log.exception("member heartbeat failed unexpectedly")
             await self._clock.sleep(self._interval)
 
     async def beat(self) -> None:

@@ -83,3 +83,28 @@ async def test_commits_wait_for_dead_letters_and_store() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_failing_heartbeat_does_not_stop_the_membership_loop() -> None:
+    from aggregator.adapters.memory.members import MemoryMembers
+    from aggregator.ports.members import MemberInfo
+    from aggregator.services.membership import Membership
+
+    calls = 0
+
+    async def describe() -> MemberInfo:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("source not started yet")
+        return MemberInfo("pod", "pod_x", 0.0, 0.0, (), 0.0, 0, True)
+
+    registry = MemoryMembers(SystemClock())
+    membership = Membership(registry, SystemClock(), describe, interval_s=0.05)
+    task = asyncio.create_task(membership.run())
+    try:
+        await until(lambda: [m.identity for m in membership.members] == ["pod_x"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -229,6 +229,8 @@ class KafkaSource:
         return offset
 
     async def end_offsets(self) -> dict[int, int]:
+        if self._consumer is None or self._group is None:
+            return {}  # nothing assigned before start (the heartbeat may ask early)
         consumer, group = self._started()
         tps = [TopicPartition(self._topic, p) for p in sorted(group.owned)]
         if not tps:
