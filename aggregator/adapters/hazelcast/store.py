@@ -6,20 +6,26 @@ client keeps the exact bytes it last read or wrote per entry and writes with
 ``replace_if_same(key, those bytes, new bytes)``; an entry it has never seen is
 created with ``put_if_absent``.  Either fails when another writer got there first:
 the bucket is returned as fenced and the entry is left as the other writer made
-it.  A ``write`` sends one operation per partial, all at once (``asyncio.gather``),
-so a flush costs one round-trip wave, plus a ``set_ttl`` wave for replaced entries
-(an IMap replace resets the entry to the map's configured TTL; with
-``refresh_ttl=False`` the cluster's map config must carry the TTL instead).
+it.  Hazelcast has no batched compare-and-set without server-side code (an entry
+processor), so a ``write`` sends one operation per partial, all at once
+(``asyncio.gather``): one round-trip wave, plus a ``set_ttl`` wave for replaced
+entries, because an IMap replace resets the entry to the map's configured TTL
+(none by default).  With ``refresh_ttl=False`` the cluster's map config must
+carry the TTL instead, and a flush is one wave.  ``stats`` counts every operation
+sent (``calls``) and ``write`` calls: calls per flush.
 
-Hazelcast has no batched compare-and-set without server-side code (an entry
-processor), so "one batched call" is one concurrent wave here.  ``stats`` counts
-every operation sent (``calls``) and ``write`` calls, for calls per flush.
+TTLs: Hazelcast keeps entry times in whole seconds, so an entry may expire up to
+one second before ``ttl_s``; irrelevant at window + grace + margin.
 
 ``load`` is one query: the key range ``[prefix, prefix_end)`` of the partition,
 evaluated by every member over the partitions it owns.  It runs only when a
-partition is assigned or resynced, and without an index it costs a scan of the
-keys (thousands of short strings), not of the values; an index on ``__key``
-would make it a range lookup but costs every write, which happens far more often.
+partition is assigned or resynced and scans keys, not values (about 70 ms for 360
+entries among 8,640 on the test cluster); an index on ``__key`` would make it a
+range lookup, which is not worth a cluster-wide index for so rare a call.
+
+The client remembers the bytes of every entry it may write again: the encoded
+partials of its partitions for one TTL (pruned after two TTLs without a write,
+dropped by ``forget``), about the size of what the map stage already holds.
 
 An operation whose outcome is unknown (the member died or timed out after it was
 sent) leaves the bytes it tried as an alternative expectation: if they landed,
