@@ -53,14 +53,19 @@ def servers() -> tuple[Path, str, list[str], str]:
     from infra import kafka as kafka_infra
     from infra.kube import control_plane
 
-    problems = []
-    if not control_plane.apiserver_ready():
-        problems.append("kube-apiserver")
-    if not kafka_infra.COMPONENT.running():
-        problems.append("Kafka")
     members = [hz_infra.address(i) for i in range(hz_infra.MEMBER_COUNT)]
-    if hz_infra.COMPONENT.running_members() != members:
-        problems.append("Hazelcast")
+    deadline = time.monotonic() + 60  # tests of other sessions may be restarting one
+    while True:
+        problems = []
+        if not control_plane.apiserver_ready():
+            problems.append("kube-apiserver")
+        if not kafka_infra.COMPONENT.running():
+            problems.append("Kafka")
+        if hz_infra.COMPONENT.running_members() != members:
+            problems.append("Hazelcast")
+        if not problems or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     if problems:
         print(f"bench.failover: not running: {', '.join(problems)} (run `make infra-up`)",
               file=sys.stderr)  # fmt: skip

@@ -390,19 +390,31 @@ async def wait_for_holder(
         await asyncio.sleep(0.2)
 
 
-async def clear_shared_maps(members: list[str], cluster_name: str) -> None:
-    """Empty the maps ``aggregator run`` shares with every other process on the cluster."""
-    from hazelcast.asyncio import HazelcastClient
+async def clear_shared_maps(members: list[str], cluster_name: str, timeout_s: float = 60.0) -> None:
+    """Empty the maps ``aggregator run`` shares with every other process on the cluster.
 
-    client = await HazelcastClient.create_and_start(
-        cluster_name=cluster_name, cluster_members=list(members)
-    )
-    try:
-        for name in SHARED_MAPS:
-            shared: Any = await client.get_map(name)
-            await shared.clear()
-    finally:
-        await client.shutdown()
+    Retried: other test sessions may be restarting members at that moment.
+    """
+    from hazelcast.asyncio import HazelcastClient
+    from hazelcast.errors import HazelcastError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client = await HazelcastClient.create_and_start(
+                cluster_name=cluster_name, cluster_members=list(members)
+            )
+            try:
+                for name in SHARED_MAPS:
+                    shared: Any = await client.get_map(name)
+                    await shared.clear()
+                return
+            finally:
+                await client.shutdown()
+        except HazelcastError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
 
 
 def run_to_exit(env: dict[str, str], timeout_s: float = 60.0) -> tuple[int, str, str]:
