@@ -294,11 +294,12 @@ function renderBanner(state, stale, age, tick, now) {
   if (state === "reconnecting" || (state === "connecting" && connection.failures > 0)) {
     const close = connection.lastClose;
     const why = close ? describeCloseShort(close.code) : "cannot reach the server";
+    const still = connection.lastAttemptOpened || !close ? "" : "; not answering yet";
     const when =
       connection.state === "waiting" && connection.retryAt !== null
         ? `retrying in ${fmt.seconds((connection.retryAt - now) / 1000)}`
         : "connecting…";
-    text = `Disconnected (${why}); ${when}, attempt ${connection.failures}.${asOf}`;
+    text = `Disconnected (${why}${still}); ${when}, attempt ${connection.failures}.${asOf}`;
   } else if (stale) {
     text =
       `No snapshot for ${fmt.duration(age)} (expected every ${fmt.duration(tick)}). ` +

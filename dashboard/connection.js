@@ -32,6 +32,7 @@ export class StatsConnection {
     this.failures = 0;
     this.retryAt = null;
     this.lastClose = null;
+    this.lastAttemptOpened = false;
     this.lastMessageAt = null;
     this.everOpened = false;
     this._timer = null;
@@ -95,9 +96,16 @@ export class StatsConnection {
       if (id !== this.id) return;
       this.socket = null;
       clearTimeout(this._watchdog);
-      this.lastClose = { code: event.code, reason: event.reason, at: Date.now() / 1000 };
       const wasOpen = this.state === "open";
-      if (wasOpen) this.handlers.onEvent?.(describeClose(event), event.code === SERVICE_RESTART ? "warn" : "bad");
+      if (wasOpen) {
+        // Why the outage began; failed attempts after it do not overwrite it.
+        this.lastClose = { code: event.code, reason: event.reason, at: Date.now() / 1000 };
+        this.handlers.onEvent?.(
+          describeClose(event),
+          event.code === SERVICE_RESTART ? "warn" : "bad",
+        );
+      }
+      this.lastAttemptOpened = wasOpen;
       this._scheduleRetry(event.code);
     };
   }

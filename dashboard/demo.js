@@ -10,6 +10,7 @@ const ACTIONS = [
   { name: "restart", label: "Restart", title: "start again with a new identity" },
 ];
 const REFRESH_MS = 2000;
+const ACTION_PATIENCE_MS = 10_000;
 
 export class DemoControls {
   constructor(panel, list, message, { onEvent }) {
@@ -99,14 +100,25 @@ export class DemoControls {
       for (const button of Object.values(row.buttons)) button.disabled = true;
     }
     setText(this.message, `${action} ${name}…`);
+    this.onEvent(`demo: ${action} ${name}`, action === "restart" ? "info" : "warn");
+    const request = fetch(`api/demo/pods/${encodeURIComponent(name)}/${action}`, {
+      method: "POST",
+    });
+    // The buttons come back after ACTION_PATIENCE_MS even if the answer does not.
+    let timer;
+    const patience = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), ACTION_PATIENCE_MS);
+    });
     try {
-      const response = await fetch(`api/demo/pods/${encodeURIComponent(name)}/${action}`, {
-        method: "POST",
-      });
+      const response = await Promise.race([request, patience]);
+      if (response === null) {
+        setText(this.message, `${action} ${name}: no answer after ${ACTION_PATIENCE_MS / 1000} s`);
+        request.catch(() => {});
+        return;
+      }
       const body = await response.json().catch(() => ({}));
       if (response.ok) {
         setText(this.message, "");
-        this.onEvent(`demo: ${action} ${name}`, action === "restart" ? "info" : "warn");
         this._render(body.pods ?? []);
       } else {
         setText(this.message, `${action} ${name}: ${body.detail ?? response.statusText}`);
@@ -114,6 +126,7 @@ export class DemoControls {
     } catch (error) {
       setText(this.message, `${action} ${name}: ${error}`);
     } finally {
+      clearTimeout(timer);
       this.busy = false;
       this.refresh();
     }

@@ -27,10 +27,11 @@ FAILOVER_BOUND_S = DEMO_LEASE_S + 2 * DEMO_RETRY_S + 3.0
 RECONNECT_BOUND_S = 10.0 + 5.0
 # When epochs start over (a new lease), the page waits 5 ticks before believing them.
 EPOCH_RESET_S = 5 * TICK_S
-# What the browser itself logs while the server is deliberately down.
+# What the browser itself logs while the server is deliberately down: refused
+# websocket connections, and demo API requests the stop caught in flight.
 OUTAGE = (
     r"WebSocket connection to .*/ws/stats' failed: .*ERR_CONNECTION_REFUSED"
-    r"|Failed to load resource: net::ERR_\w+ \(.*/api/demo/pods\)$"
+    r"|Failed to load resource: net::ERR_\w+ \(.*/api/demo/pods[/\w-]*\)$"
 )
 
 
