@@ -462,16 +462,20 @@ async def fail_leader(
     assert survivors, "no pod would survive the leader"
     sent = time.monotonic()
     leader.signal(sig)
-    new = await recorder.wait_for(
-        lambda s: (
-            s.received_at > sent
-            and s.observer in survivors
-            and s.leader != latest.leader
-            and s.epoch > latest.epoch
-        ),
-        timeout_s,
-        f"new leader after {sig.name} of {leader.name}",
-    )
+    try:
+        new = await recorder.wait_for(
+            lambda s: (
+                s.received_at > sent
+                and s.observer in survivors
+                and s.leader != latest.leader
+                and s.epoch > latest.epoch
+            ),
+            timeout_s,
+            f"new leader after {sig.name} of {leader.name}",
+        )
+    except AssertionError as error:
+        statuses = {pod.name: pod.process.poll() for pod in cluster.pods}
+        raise AssertionError(f"{error}; exit status by pod (None: running): {statuses}") from None
     status: int | None
     try:
         status = await asyncio.to_thread(leader.wait, 30.0)
