@@ -60,6 +60,7 @@ def create_app(
             "identity": pod.identity,
             "this_pod_leads": pod.elector.is_leader(),
             "last_snapshot_at": latest.generated_at if latest else None,
+            "demo": demo is not None,
         }
 
     @app.get("/api/members")

@@ -107,8 +107,17 @@ class MapStage:
 
     async def stop(self) -> None:
         """Graceful: stop fetching, flush and commit, leave the group."""
+        await self.drain()
+        await self.leave()
+
+    async def drain(self) -> None:
+        """Stop fetching, then flush and commit what was folded."""
         self._stopping.set()
         await self.flush()
+
+    async def leave(self) -> None:
+        """Leave the consumer group (may wait for the group to rebalance)."""
+        self._stopping.set()
         try:
             await self._source.stop()
         except SourceUnavailable as error:

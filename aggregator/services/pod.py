@@ -2,8 +2,9 @@
 and membership, over whatever adapters it is given.
 
 ``stop`` is the graceful path (SIGTERM): stop fetching, flush, commit, stop
-reducing, release the lease, close websockets with 1012.  ``kill`` is the crash
-path used by the demo and tests: tasks vanish, nothing is flushed or released.
+reducing, release the lease, leave the consumer group, close websockets with
+1012.  ``kill`` is the crash path used by the demo and tests: tasks vanish,
+nothing is flushed or released.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from aggregator.services.hub import GOING_AWAY, SnapshotHub
 from aggregator.services.map_stage import MapStage
 from aggregator.services.membership import Membership
 from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
+
+KILL_WAIT_S = 2.0
+"""How long ``kill`` waits for the cancelled tasks to end."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +140,14 @@ class Pod:
         map_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await map_task
-        await self.map.stop()
+        await self.map.drain()
         await self.elector.stop()
         elector_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await elector_task
+        # Leaving the group can wait for a rebalance in progress; the lease is
+        # already released by then, so a follower takes over meanwhile.
+        await self.map.leave()
         members_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await members_task
@@ -157,9 +164,10 @@ class Pod:
         self.alive = False
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Bounded: a task that swallows its cancellation must not hang the kill.
+        _, pending = await asyncio.wait(self._tasks, timeout=KILL_WAIT_S)
+        for task in pending:
+            self._log.warning("task %s ignored its cancellation", task.get_name())
         await self.hub.close(GOING_AWAY)
 
     async def wait(self) -> None:
@@ -209,7 +217,8 @@ class Pod:
         return sum(max(0, end - positions.get(p, end)) for p, end in ends.items())
 
     async def live_fields(self) -> dict[str, Any]:
+        leader = self.elector.leader
         members = [asdict(member) for member in self.membership.members]
         for member in members:
-            member["leader"] = member["identity"] == self.identity
+            member["leader"] = bool(leader) and member["identity"] == leader
         return {"members": members}

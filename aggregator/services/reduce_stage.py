@@ -36,6 +36,7 @@ class ReduceSettings:
 class ReduceStats:
     ticks: int = 0
     published: int = 0
+    publish_failures: int = 0
     withheld: int = 0
     last_tick_seconds: float = 0.0
     tick_seconds: list[float] = field(default_factory=list)
@@ -108,7 +109,12 @@ class ReduceStage:
         if self._leading_epoch() != epoch:
             self.stats.withheld += 1
             return
-        await self._bus.publish(Published(epoch, self._identity, now, orjson.dumps(snapshot)))
+        try:
+            await self._bus.publish(Published(epoch, self._identity, now, orjson.dumps(snapshot)))
+        except StoreUnavailable as error:
+            self.stats.publish_failures += 1
+            self._log.warning("snapshot not published, the bus is unavailable: %s", error)
+            return
         self.stats.published += 1
 
     async def _sleep_to_next_tick(self) -> None:

@@ -74,7 +74,10 @@ def test_leader_members_health(client: TestClient) -> None:
     time.sleep(0.8)
     members = client.get("/api/members").json()
     assert sorted(m["pod"] for m in members) == ["pod-0", "pod-1"]
-    assert sum(m["leader"] for m in members) <= 1
+    # every pod answers with the elected leader marked, not with itself
+    marked = [m["identity"] for m in members if m["leader"]]
+    assert marked == [client.get("/api/leader").json()["leader"]]
+    assert leader["demo"] is True
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").json() == {"ready": True, "why": []}
 

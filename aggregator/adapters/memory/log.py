@@ -56,8 +56,12 @@ class MemoryLog:
 
     async def wait_for_records(self, timeout_s: float) -> None:
         self._appended.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+        # cancellation that arrives as the wait completes, and a killed demo
+        # pod would then keep polling.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._appended.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._appended.wait()
 
 
 @dataclass
