@@ -30,7 +30,6 @@ from tests.integration.cluster_harness import (
     Failover,
     SnapshotRecorder,
     Timings,
-    clear_shared_maps,
     fail_leader,
     fencing_violations,
     wait_for_holder,
@@ -110,7 +109,6 @@ async def measure(timings: Timings, runs: int, logs: Path) -> list[Failover]:
     prefix = f"bench{secrets.token_hex(3)}"
     topic = f"{prefix}-events"
     await create_topic(bootstrap, topic)
-    await clear_shared_maps(members, cluster_name)
     config = ClusterConfig(
         kubeconfig=kubeconfig,
         namespace=NAMESPACE,

@@ -143,6 +143,7 @@ async def _run(settings: Settings) -> int:
     hazelcast = await _connect_store(settings, identity)
     fold = timings.fold
     retention = fold.window_seconds + fold.grace_seconds + 60
+    scope = settings.hazelcast_scope
     dead_letters = None
     if settings.kafka_dlq_topic:
         dead_letters = KafkaDeadLetters(
@@ -163,11 +164,13 @@ async def _run(settings: Settings) -> int:
     )
     ports = PodPorts(
         source=source,
-        store=HazelcastStore(hazelcast, writer=identity, ttl_s=retention),
-        feed=HazelcastFeed(hazelcast),
+        store=HazelcastStore(
+            hazelcast, writer=identity, ttl_s=retention, map_name=f"partials.{scope}"
+        ),
+        feed=HazelcastFeed(hazelcast, map_name=f"partials.{scope}"),
         lease=lease,
-        bus=HazelcastBus(hazelcast),
-        registry=HazelcastMembers(hazelcast),
+        bus=HazelcastBus(hazelcast, map_name=f"results.{scope}", topic_name=f"snapshots.{scope}"),
+        registry=HazelcastMembers(hazelcast, map_name=f"members.{scope}"),
         clock=SystemClock(),
         dead_letters=dead_letters,
     )

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Hazelcast.
     hazelcast_members: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:5701",)
     hazelcast_cluster_name: str = "dev"
+    hazelcast_scope: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """Suffix of every map and topic name (``partials.<scope>``...): deployments
+    that share one Hazelcast cluster must each have their own."""
 
     # Kubernetes (outside a cluster; in a pod the in-cluster config is used).
     kubeconfig: str | None = None

@@ -4,10 +4,8 @@ Used by test_cluster_e2e.py and bench/failover.py.  Every process gets its own
 pod name, loopback HTTP port and log file; a ``SnapshotRecorder`` keeps one
 websocket client per pod and writes down every snapshot each pod pushed.
 
-The Hazelcast maps ("partials", "results", "members") and the topic
-("snapshots") have fixed names in ``aggregator run``: every process on the same
-Hazelcast cluster shares them, so callers clear the maps before a scenario
-(``clear_shared_maps``) and tell their own snapshots apart by pod-name prefix.
+Each scenario runs in its own ``AGG_HAZELCAST_SCOPE`` (its prefix), so its maps
+and topic are its own even when other sessions share the Hazelcast cluster.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ import websockets
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-SHARED_MAPS = ("partials", "results", "members")
 START_TIMEOUT_S = 60.0
 
 
@@ -108,6 +105,7 @@ class ClusterConfig:
             "AGG_KAFKA_DLQ_TOPIC": f"{self.prefix}-dlq",
             "AGG_HAZELCAST_MEMBERS": ",".join(self.hazelcast_members),
             "AGG_HAZELCAST_CLUSTER_NAME": self.hazelcast_cluster_name,
+            "AGG_HAZELCAST_SCOPE": self.prefix,
             "AGG_REDUCE_TICK_SECONDS": f"{self.reduce_tick_s:g}",
             "AGG_LEASE_DURATION_SECONDS": f"{self.timings.lease_s:g}",
             "AGG_RENEW_DEADLINE_SECONDS": f"{self.timings.renew_deadline_s:g}",
@@ -388,33 +386,6 @@ async def wait_for_holder(
         if time.monotonic() > deadline:
             raise AssertionError(f"lease {namespace}/{name} holder not as expected: {last}")
         await asyncio.sleep(0.2)
-
-
-async def clear_shared_maps(members: list[str], cluster_name: str, timeout_s: float = 60.0) -> None:
-    """Empty the maps ``aggregator run`` shares with every other process on the cluster.
-
-    Retried: other test sessions may be restarting members at that moment.
-    """
-    from hazelcast.asyncio import HazelcastClient
-    from hazelcast.errors import HazelcastError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client = await HazelcastClient.create_and_start(
-                cluster_name=cluster_name, cluster_members=list(members)
-            )
-            try:
-                for name in SHARED_MAPS:
-                    shared: Any = await client.get_map(name)
-                    await shared.clear()
-                return
-            finally:
-                await client.shutdown()
-        except HazelcastError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(1)
 
 
 def run_to_exit(env: dict[str, str], timeout_s: float = 60.0) -> tuple[int, str, str]:

@@ -30,7 +30,6 @@ from tests.integration.cluster_harness import (
     SnapshotRecorder,
     Timings,
     clean_environment,
-    clear_shared_maps,
     fail_leader,
     fencing_violations,
     lease_spec,
@@ -54,7 +53,6 @@ async def scenario(
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[tuple[Cluster, SnapshotRecorder]]:
     """A cluster config on fresh names (no pod started yet) and a recorder."""
-    await clear_shared_maps(hazelcast.members, hazelcast.cluster_name)
     config = ClusterConfig(
         kubeconfig=kube_api.kubeconfig,
         namespace=kube_namespace,

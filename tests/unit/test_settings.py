@@ -43,6 +43,7 @@ def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"AGG_DIMENSIONS": "ts"}, "AGG_TIME_FIELD"),
         ({"AGG_LOG_LEVEL": "loud"}, "AGG_LOG_LEVEL"),
         ({"AGG_HTTP_PORT": "70000"}, "AGG_HTTP_PORT"),
+        ({"AGG_HAZELCAST_SCOPE": "a b"}, "AGG_HAZELCAST_SCOPE"),
     ],
 )
 def test_invalid_values_name_the_variable(
