@@ -7,7 +7,6 @@ import json
 import math
 import re
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,11 +16,6 @@ from tests.browser.demo_server import DemoServer
 if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage, Error, Page
 
-KILL_MAY_HANG = (
-    "POST /api/demo/pods/<pod>/kill did not answer within 5 s: on Python 3.11 "
-    "asyncio.wait_for in MemoryLog.wait_for_records can swallow the cancellation of "
-    "the killed pod's map task (CPython gh-86296), so Pod.kill() awaits it forever"
-)
 KPIS = ("count", "rate", "distinct", "p50", "p90", "p99", "rejected", "late")
 
 # One evaluate() reads everything, so the values belong to one rendered snapshot.
@@ -184,22 +178,12 @@ class DashboardPage:
     def kill_with_button(self, pod: str) -> None:
         """Click the demo panel's Kill button of ``pod`` and wait for the answer
         (so that a later server stop does not catch the request in flight).
-
-        The kill itself takes effect at once; its HTTP answer sometimes never
-        comes (the killed pod's map task misses its cancellation, see
-        KILL_MAY_HANG), which is reported as a warning, not a dashboard failure.
         """
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-        try:
-            with self.page.expect_response(
-                lambda response: response.url.endswith(f"/api/demo/pods/{pod}/kill"),
-                timeout=5_000,
-            ) as answer:
-                self.page.click(f'[data-testid="demo-kill-{pod}"]')
-        except PlaywrightTimeout:
-            warnings.warn(KILL_MAY_HANG, stacklevel=2)
-            return
+        with self.page.expect_response(
+            lambda response: response.url.endswith(f"/api/demo/pods/{pod}/kill"),
+            timeout=5_000,
+        ) as answer:
+            self.page.click(f'[data-testid="demo-kill-{pod}"]')
         assert answer.value.ok, f"kill {pod}: HTTP {answer.value.status}"
 
     def read(self) -> Shown:
