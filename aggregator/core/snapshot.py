@@ -1,7 +1,7 @@
 """Snapshot schema version 1: the JSON that replay, /api/stats and /ws/stats share.
 
 ``build_snapshot`` reads a ``RollingWindow`` and returns plain JSON-ready data.  Live
-modes add fields (leader, epoch, members, generated_at, late, future) through
+modes add fields (leader, epoch, leader_since, members, generated_at, late, future) through
 ``extra``; the schema's own fields never change meaning.
 """
 

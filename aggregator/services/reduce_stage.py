@@ -71,6 +71,7 @@ class ReduceStage:
         self._live_fields = live_fields
         self._log = logger or logging.getLogger("aggregator.reduce")
         self.stats = ReduceStats()
+        self._leading_since = 0.0
 
     async def run(self, epoch: int) -> None:
         """Reduce and publish until cancelled (the elector cancels it on demotion)."""
@@ -79,6 +80,7 @@ class ReduceStage:
             len(settings.dimension_names), settings.window_seconds, settings.bucket_seconds
         )
         self._log.info("reducing as %s with epoch %d", self._identity, epoch)
+        self._leading_since = self._clock.time()
         try:
             for key, partial in await self._retrying(self._feed.open):
                 window.apply(key, partial)
@@ -99,7 +101,12 @@ class ReduceStage:
             window.apply(key, partial)
         now = self._clock.time()
         window.advance(now)
-        extra: dict[str, Any] = {"leader": self._identity, "epoch": epoch, "generated_at": now}
+        extra: dict[str, Any] = {
+            "leader": self._identity,
+            "epoch": epoch,
+            "leader_since": self._leading_since,
+            "generated_at": now,
+        }
         if self._live_fields is not None:
             extra.update(await self._live_fields())
         snapshot = build_snapshot(

@@ -32,6 +32,7 @@ class FlakyBus(MemoryBus):
 
 async def test_a_failing_publish_is_counted_and_the_next_tick_publishes() -> None:
     clock = SystemClock()
+    started = clock.time()
     bus = FlakyBus(failures=2)
     stage = ReduceStage(
         MemoryFeed(MemoryStoreServer(clock, ttl_s=600)),
@@ -51,7 +52,9 @@ async def test_a_failing_publish_is_counted_and_the_next_tick_publishes() -> Non
         latest = await bus.latest()
         assert latest is not None
         assert latest.epoch == 3
-        assert orjson.loads(latest.payload)["leader"] == "pod_a"
+        published = orjson.loads(latest.payload)
+        assert published["leader"] == "pod_a"
+        assert started <= published["leader_since"] <= published["generated_at"]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
