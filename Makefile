@@ -56,8 +56,26 @@ pytest: $(STAMP)
 # the first run) and run every test; tests start the servers they need.
 test: check infra-install browser-install pytest
 
-bench: $(STAMP)
+# The core benchmarks, then the end-to-end suite on the local servers (started
+# here), against the raw aiokafka ceiling and the Quix Streams peer.  The peer
+# has its own environment: quixstreams pins pydantic < 2.14, kubernetes >= 2.14.2.
+BENCH_STAMP := $(VENV)/.bench-installed
+PEER_VENV   ?= .venv-peer
+PEER_STAMP  := $(PEER_VENV)/.installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+$(PEER_STAMP): bench/peer-requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/pip install --quiet -r bench/peer-requirements.txt
+	touch $(PEER_STAMP)
+
+bench: $(BENCH_STAMP) $(PEER_STAMP) infra-install infra-up
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.suite
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(PEER_VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

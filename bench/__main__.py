@@ -6,16 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import time
-from pathlib import Path
 
 from bench import decode_fold, reduce_tick
+from bench.doc import DOC, write_block
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-BEGIN = "<!-- bench:core:begin -->"
-END = "<!-- bench:core:end -->"
 TARGET_EVENTS_PER_S = 300_000
 TARGET_TICK_P99_MS = 50.0
 
@@ -56,24 +52,13 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
-        _write(table)
+        write_block("core", table, "## Core (decode, fold, reduce)")
         print(f"\nwritten to {DOC}")
     return 0
 
 
 def _met(ok: bool) -> str:
     return "yes" if ok else "no"
-
-
-def _write(table: str) -> None:
-    block = f"{BEGIN}\n{table}\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n## Core (decode, fold, reduce)\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":

@@ -46,17 +46,19 @@ def crash_bound(timings: Timings) -> float:
     return timings.lease_s + 2 * timings.retry_s
 
 
-def servers() -> tuple[Path, str, list[str], str]:
-    """The running local servers, or SystemExit(2) saying how to start them."""
+def servers(*, kube: bool = True) -> tuple[Path, str, list[str], str]:
+    """The running local servers (the kube-apiserver only if ``kube``), or
+    SystemExit(2) saying how to start them."""
     from infra import hazelcast as hz_infra
     from infra import kafka as kafka_infra
     from infra.kube import control_plane
 
     members = [hz_infra.address(i) for i in range(hz_infra.MEMBER_COUNT)]
     deadline = time.monotonic() + 60  # tests of other sessions may be restarting one
+    waited = False
     while True:
         problems = []
-        if not control_plane.apiserver_ready():
+        if kube and not control_plane.apiserver_ready():
             problems.append("kube-apiserver")
         if not kafka_infra.COMPONENT.running():
             problems.append("Kafka")
@@ -64,10 +66,13 @@ def servers() -> tuple[Path, str, list[str], str]:
             problems.append("Hazelcast")
         if not problems or time.monotonic() > deadline:
             break
+        if not waited:
+            print(f"bench: waiting up to 60 s for {', '.join(problems)}", file=sys.stderr)
+            waited = True
         time.sleep(1)
     if problems:
-        print(f"bench.failover: not running: {', '.join(problems)} (run `make infra-up`)",
-              file=sys.stderr)  # fmt: skip
+        print(f"bench: not running: {', '.join(problems)}; start them with "
+              "`python -m infra up` (or `make infra-up`)", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
     return control_plane.kubeconfig_path(), kafka_infra.BOOTSTRAP, members, hz_infra.CLUSTER_NAME
 

@@ -56,7 +56,10 @@ def _partial(rng: random.Random, bucket: int, keys: int, per_bucket: int) -> Par
     return partial
 
 
-def run(keys: int, buckets: int, ticks: int = 40, per_bucket: int = 1000) -> list[TickTimes]:
+def run(
+    keys: int, buckets: int, ticks: int = 40, per_bucket: int = 1000, *, baseline: bool = True
+) -> list[TickTimes]:
+    """The incremental window's tick times, then (``baseline``) a full re-merge's."""
     rng = random.Random(3)
     per_partition = max(1, per_bucket // PARTITIONS)
     window = RollingWindow(len(DIMS), buckets, 1)
@@ -64,7 +67,8 @@ def run(keys: int, buckets: int, ticks: int = 40, per_bucket: int = 1000) -> lis
     for bucket in range(buckets):
         for p in range(PARTITIONS):
             partial = _partial(rng, bucket, keys, per_partition)
-            history[(p, bucket)] = partial
+            if baseline:
+                history[(p, bucket)] = partial
             window.apply((p, bucket), partial)
     # Make sure every key exists somewhere in the window.
     seed = Partial(0, len(DIMS))
@@ -91,8 +95,11 @@ def run(keys: int, buckets: int, ticks: int = 40, per_bucket: int = 1000) -> lis
         window.advance(now + 0.5)
         build_snapshot(window, DIMS, 10)
         incremental.append(time.perf_counter() - started)
-        history.update(changed)
+        if baseline:
+            history.update(changed)
         now += 1
+    if not baseline:
+        return [TickTimes("incremental window", keys, buckets, incremental)]
 
     full: list[float] = []
     for _ in range(max(3, ticks // 10)):

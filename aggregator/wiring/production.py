@@ -76,7 +76,37 @@ def kafka_options(settings: Settings) -> KafkaOptions:
     return options
 
 
-async def _connect_store(settings: Settings, identity: str) -> Any:
+def kafka_source(
+    settings: Settings,
+    identity: str,
+    options: KafkaOptions,
+    source_class: type[KafkaSource] = KafkaSource,
+) -> KafkaSource:
+    """The pod's consumer-group source (``source_class``: a benchmark's subclass)."""
+    return source_class(
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic,
+        settings.kafka_group,
+        f"{settings.kafka_client_id}-{identity}",
+        options=options,
+        max_message_bytes=settings.max_message_bytes,
+        session_timeout_s=settings.kafka_session_timeout_seconds,
+        heartbeat_interval_s=settings.kafka_session_timeout_seconds / 3,
+    )
+
+
+def partial_store(settings: Settings, hazelcast: Any, identity: str) -> HazelcastStore:
+    """The pod's partial store: entries live for window + grace + a minute."""
+    retention = settings.window_seconds + settings.grace_seconds + 60
+    return HazelcastStore(
+        hazelcast,
+        writer=identity,
+        ttl_s=retention,
+        map_name=f"partials.{settings.hazelcast_scope}",
+    )
+
+
+async def connect_store(settings: Settings, identity: str) -> Any:
     delay = 1.0
     while True:
         try:
@@ -140,9 +170,7 @@ async def _run(settings: Settings) -> int:
         raise StartupError(f"cannot set up the Kubernetes lease: {error}") from None
     await _check_lease_access(lease)
     options = kafka_options(settings)
-    hazelcast = await _connect_store(settings, identity)
-    fold = timings.fold
-    retention = fold.window_seconds + fold.grace_seconds + 60
+    hazelcast = await connect_store(settings, identity)
     scope = settings.hazelcast_scope
     dead_letters = None
     if settings.kafka_dlq_topic:
@@ -152,21 +180,10 @@ async def _run(settings: Settings) -> int:
             source_topic=settings.kafka_topic,
             options=options,
         )
-    source = KafkaSource(
-        settings.kafka_bootstrap_servers,
-        settings.kafka_topic,
-        settings.kafka_group,
-        f"{settings.kafka_client_id}-{identity}",
-        options=options,
-        max_message_bytes=settings.max_message_bytes,
-        session_timeout_s=settings.kafka_session_timeout_seconds,
-        heartbeat_interval_s=settings.kafka_session_timeout_seconds / 3,
-    )
+    source = kafka_source(settings, identity, options)
     ports = PodPorts(
         source=source,
-        store=HazelcastStore(
-            hazelcast, writer=identity, ttl_s=retention, map_name=f"partials.{scope}"
-        ),
+        store=partial_store(settings, hazelcast, identity),
         feed=HazelcastFeed(hazelcast, map_name=f"partials.{scope}"),
         lease=lease,
         bus=HazelcastBus(hazelcast, map_name=f"results.{scope}", topic_name=f"snapshots.{scope}"),

@@ -1,0 +1,211 @@
+"""Event-to-dashboard latency of real ``aggregator run`` pods at the default tick.
+
+Method.  Every second ``b`` the producer sends one batch of ``rate`` events, all
+stamped with the send time (in the event's ``ts`` and as the Kafka timestamp),
+so the batch is the whole of bucket ``b``.  The moment within the second varies
+from batch to batch (a low-discrepancy sequence over 5-95 %), so the batches
+sample every phase against the pods' flush (0.5 s) and the leader's tick (on
+the second), as a steady stream would.  A websocket client on every pod writes
+down when each snapshot arrived.  A batch's latency, at one client, is the time
+from the start of its send to the arrival of the first snapshot whose series
+shows bucket ``b`` at its final count: every one of its events is then on the
+dashboard.  Every event of the batch gets that latency (an event sent later in
+the same batch waited less, by at most the send time of the batch, reported).
+The first ``warmup`` batches are left out (the consumer group is settling).
+
+A snapshot covers ``[end - window, end)`` with ``end`` the current second, so
+bucket ``b`` cannot show before ``b + 1``: the latency includes the rest of the
+event's second, then up to one flush interval, then the wait for the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import secrets
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from aggregator.adapters.kafka.topics import ensure_topic
+from bench.kafka_load import delete_topics
+from bench.workload import EventPool
+from tests.integration.cluster_harness import (
+    Cluster,
+    ClusterConfig,
+    SnapshotRecorder,
+    wait_for_holder,
+)
+
+NAMESPACE = "default"
+GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+@dataclass
+class Batch:
+    bucket: int
+    sent_at: float
+    acked_at: float
+    events: int
+
+
+@dataclass
+class LatencyRun:
+    pods: int
+    rate: int
+    batches: list[Batch]
+    latencies: list[float]
+    """One per (batch, client) that saw the batch complete, seconds."""
+    missing: int
+    """(batch, client) pairs whose batch never showed complete."""
+    send_s_max: float
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies) if self.latencies else math.nan
+
+    @property
+    def p99(self) -> float:
+        return self.quantile(0.99)
+
+
+class SeriesRecorder(SnapshotRecorder):
+    """Also keeps each snapshot's per-bucket counts (only the non-zero ones)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.series: list[tuple[str, float, dict[int, int]]] = []
+
+    def _record(self, observer: str, raw: str | bytes) -> None:
+        super()._record(observer, raw)
+        snapshot: dict[str, Any] = json.loads(raw)
+        counts = {
+            int(s["start"]): int(s["count"]) for s in snapshot.get("series", ()) if s["count"]
+        }
+        self.series.append((observer, time.time(), counts))
+
+
+def phase(index: int) -> float:
+    """Where in its second batch ``index`` is sent: spread evenly over 5-95 %."""
+    return 0.05 + 0.9 * ((index * GOLDEN) % 1.0)
+
+
+async def _send_batches(
+    bootstrap: str, topic: str, rate: int, count: int, partitions: int
+) -> list[Batch]:
+    pool = EventPool(size=min(rate, 20_000), seed=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    batches = []
+    try:
+        first = math.floor(time.time()) + 1
+        for index in range(count):
+            second = first + index
+            await asyncio.sleep(max(0.0, second + phase(index) - time.time()))
+            sent_at = time.time()
+            ts_ms = int(sent_at * 1000)
+            builders = [producer.create_batch() for _ in range(partitions)]
+            for n in range(rate):
+                event = pool.event(index * rate + n, ts_ms)
+                builders[n % partitions].append(key=event.key, value=event.value, timestamp=ts_ms)
+            pending = []
+            for partition, builder in enumerate(builders):
+                builder.close()
+                pending.append(await producer.send_batch(builder, topic, partition=partition))
+            await asyncio.gather(*pending)
+            batches.append(Batch(int(sent_at), sent_at, time.time(), rate))
+    finally:
+        await producer.stop()
+    return batches
+
+
+async def measure(
+    kubeconfig: Path,
+    bootstrap: str,
+    members: list[str],
+    cluster_name: str,
+    logs: Path,
+    *,
+    seconds: int,
+    rate: int,
+    pods: int = 2,
+    warmup: int = 5,
+    partitions: int = 6,
+) -> LatencyRun:
+    from infra.kube import control_plane
+
+    prefix = f"benchlat{secrets.token_hex(3)}"
+    topic = f"{prefix}-events"
+    await ensure_topic(bootstrap, topic, partitions=partitions)
+    config = ClusterConfig(
+        kubeconfig=kubeconfig,
+        namespace=NAMESPACE,
+        kafka_bootstrap=bootstrap,
+        topic=topic,
+        hazelcast_members=members,
+        hazelcast_cluster_name=cluster_name,
+        reduce_tick_s=1.0,
+        prefix=prefix,
+    )
+    cluster = Cluster(config, logs / prefix)
+    recorder = SeriesRecorder()
+    try:
+        started = await cluster.start_many(pods)
+        for pod in started:
+            recorder.watch(pod)
+        await wait_for_holder(
+            control_plane.kubectl, NAMESPACE, config.lease_name, lambda h: h.startswith(prefix),
+            timeout_s=60,
+        )  # fmt: skip
+        await recorder.wait_for(lambda s: s.leader.startswith(prefix), 60, "a first snapshot")
+        batches = await _send_batches(bootstrap, topic, rate, warmup + seconds, partitions)
+        await asyncio.sleep(4.0)  # the last batch reaches the dashboards
+    except BaseException:
+        print(cluster.report())
+        raise
+    finally:
+        await recorder.close()
+        cluster.close()
+        control_plane.kubectl("delete", "lease", config.lease_name, "-n", NAMESPACE,
+                              "--ignore-not-found")  # fmt: skip
+        await delete_topics(bootstrap, prefix)
+    measured = batches[warmup:]
+    latencies, missing = _latencies(measured, recorder.series, [p.name for p in started])
+    return LatencyRun(
+        pods=pods,
+        rate=rate,
+        batches=measured,
+        latencies=latencies,
+        missing=missing,
+        send_s_max=max(b.acked_at - b.sent_at for b in measured),
+    )
+
+
+def _latencies(
+    batches: list[Batch], series: list[tuple[str, float, dict[int, int]]], observers: list[str]
+) -> tuple[list[float], int]:
+    complete_at: dict[tuple[str, int], float] = {}
+    wanted = {b.bucket: b.events for b in batches}
+    for observer, arrived, counts in series:
+        for bucket, events in wanted.items():
+            if counts.get(bucket, 0) >= events and (observer, bucket) not in complete_at:
+                complete_at[(observer, bucket)] = arrived
+    latencies = []
+    missing = 0
+    for batch in batches:
+        for observer in observers:
+            complete = complete_at.get((observer, batch.bucket))
+            if complete is None:
+                missing += 1
+            else:
+                latencies.append(complete - batch.sent_at)
+    return latencies, missing
