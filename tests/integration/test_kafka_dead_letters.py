@@ -110,3 +110,35 @@ async def test_a_message_too_large_for_the_topic_leaves_a_stub_pointing_at_it(
     assert headers(stub)["source-offset"] == b"7"
     assert headers(stub)["reason"] == b"too_large"
     assert [m.value for m in small] == [b"z" * 600] * 5
+
+
+async def test_a_refused_batch_does_not_wedge_the_producer(kafka: KafkaServer) -> None:
+    """After a letter the broker refuses (too large for the topic), later letters
+    still go through.  An idempotent producer failed here: the refused batch spent
+    its sequence numbers, so every later send got OutOfOrderSequenceNumber, and the
+    map stage could never flush again (found by tests/integration/test_chaos.py,
+    whose own idempotent producer wedged after a broker restart)."""
+    topic = unique_name("dlq-wedge")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})]
+        )
+    finally:
+        await admin.close()
+    dead_letters = KafkaDeadLetters(
+        kafka.bootstrap, topic, source_topic=SOURCE, delivery_timeout_s=10
+    )
+    await dead_letters.start()
+    try:
+        await dead_letters.send(SourceRecord(0, 1, 1_700_000_000.0, b"a" * 100), "late")
+        await dead_letters.send(SourceRecord(0, 2, 1_700_000_000.0, b"b" * 50_000), "too_large")
+        await dead_letters.send(SourceRecord(0, 3, 1_700_000_000.0, b"c" * 100), "late")
+    finally:
+        await dead_letters.stop()
+
+    messages = await read_all(kafka.bootstrap, topic, 3)
+
+    assert [headers(m)["source-offset"] for m in messages] == [b"1", b"2", b"3"]
+    assert [m.value for m in messages] == [b"a" * 100, b"", b"c" * 100]

@@ -11,6 +11,15 @@ that.  A crash between delivery and that commit replays the source and sends the
 same messages again, so consumers of the dead-letter topic deduplicate on
 (source-topic, source-partition, source-offset).
 
+The producer is not idempotent, on purpose: aiokafka's idempotent producer never
+recovers from a failed batch.  The batch's sequence numbers are spent, so every
+later batch of that partition fails with OutOfOrderSequenceNumber for the rest of
+the process; and a batch the broker refuses as too large, or one that expires
+while a partition has no leader, is such a failure.  The map stage would then
+retry the same dead letters at every flush and never store or commit again.
+Without idempotence a retried batch may be written twice, which the
+deduplication above already covers.
+
 A message too large for the dead-letter topic (the broker refuses its batch, and
 then the message alone) is replaced by an empty stub with a ``value-omitted``
 header (the original size in bytes); its other headers still point at the
@@ -51,7 +60,7 @@ def dead_letter_headers(record: SourceRecord, reason: str, source_topic: str) ->
 
 
 class KafkaDeadLetters:
-    """The ``DeadLetters`` port on an idempotent aiokafka producer."""
+    """The ``DeadLetters`` port on an aiokafka producer (acks=all)."""
 
     def __init__(
         self,
@@ -98,7 +107,7 @@ class KafkaDeadLetters:
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             acks="all",
-            enable_idempotence=True,
+            enable_idempotence=False,  # see the module doc
             # No linger: a lone send goes out at once; send_many still batches,
             # because it queues everything before the first batch leaves.
             linger_ms=0,
