@@ -7,8 +7,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceRecord:
+    """One message of the log; treat it as immutable.
+
+    Not ``frozen``: a frozen dataclass sets every field through
+    ``object.__setattr__``, which makes building one about three times slower,
+    and a source builds one per message (about 7 % of the map stage's time at
+    100k events/s); nothing changes a record after it is built.
+    """
+
     partition: int
     offset: int
     timestamp: float

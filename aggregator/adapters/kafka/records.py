@@ -11,10 +11,11 @@ from aggregator.ports.source import SourceRecord
 Headers = tuple[tuple[str, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KafkaRecord(SourceRecord):
     """A ``SourceRecord`` that also keeps the message key and headers, so the dead
-    letter topic can receive the message unchanged."""
+    letter topic can receive the message unchanged (not frozen, for speed, like
+    ``SourceRecord``)."""
 
     key: bytes | None = None
     headers: Headers = ()
@@ -22,8 +23,9 @@ class KafkaRecord(SourceRecord):
 
 def to_records(partition: int, messages: Sequence[Any]) -> list[SourceRecord]:
     """Convert one partition's ``ConsumerRecord`` batch (timestamps in ms)."""
+    record = KafkaRecord
     return [
-        KafkaRecord(
+        record(
             partition,
             message.offset,
             message.timestamp / 1000,
