@@ -1,8 +1,8 @@
 """Map-side state: partials per (partition, bucket), with a buffer for the hot path.
 
-Events are first folded into one ``Agg`` per combination of keys (one update per
-event instead of one per dimension); ``roll_up`` merges the buffer into the
-per-dimension ``Partial`` of each touched bucket, which is what gets stored.
+Folding an event only files its value and device under its combination of keys
+(see ``combos``); ``roll_up`` turns the buffer into the per-dimension ``Partial``
+of each touched bucket, which is what gets stored.
 
 Idempotent replay: each stored partial carries the highest source offset folded
 into it, and every message goes to exactly one partial, chosen from its content
@@ -17,16 +17,14 @@ relies on, and a consumer that lags does not turn on-time events into late ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from aggregator.core import distinct, quantiles
-from aggregator.core.decode import Decoder
-from aggregator.core.events import Event, EventSchema, Reject, Timeliness
-from aggregator.core.partial import Agg, Partial
-
-_bin_of = quantiles.bin_of
-_register_and_rank = distinct.register_and_rank
+from aggregator.core.combos import Combo, add_combos
+from aggregator.core.decode import DECODE_ERRORS, Decoder, epoch_seconds
+from aggregator.core.events import UNKNOWN_KEY, Event, EventSchema, Reject, Timeliness
+from aggregator.core.partial import Partial
 
 SKIPPED = "skipped"
 """Outcome of a message that an earlier pass already counted."""
@@ -44,7 +42,7 @@ class PartitionState:
         self.dimensions = dimensions
         self.partials: dict[int, Partial] = {}
         self.dirty: set[int] = set()
-        self._buffer: dict[int, dict[tuple[str, ...], Agg]] = {}
+        self._buffer: dict[int, dict[tuple[str, ...], Combo]] = {}
         self._offsets: dict[int, int] = {}
         self._drops: dict[int, dict[str, int]] = {}
 
@@ -58,28 +56,26 @@ class PartitionState:
 
     def add_event(self, bucket: int, offset: int, event: Event) -> None:
         _, keys, value, device = event
+        self.add(bucket, offset, keys, value, device)
+
+    def add(
+        self,
+        bucket: int,
+        offset: int,
+        keys: tuple[str, ...],
+        value: float | None,
+        device: str | None,
+    ) -> None:
+        """Fold one event (``MapFolder.fold`` does the same inline)."""
         combos = self._buffer.get(bucket)
         if combos is None:
             combos = self._buffer[bucket] = {}
-        agg = combos.get(keys)
-        if agg is None:
-            agg = combos[keys] = Agg()
-        agg.count += 1
-        if value is not None:
-            agg.vcount += 1
-            agg.vsum += value
-            if value < agg.vmin:
-                agg.vmin = value
-            if value > agg.vmax:
-                agg.vmax = value
-            index = _bin_of(value)
-            hist = agg.hist
-            hist[index] = hist.get(index, 0) + 1
-        if device is not None:
-            register, rank = _register_and_rank(device)
-            regs = agg.regs
-            if rank > regs.get(register, 0):
-                regs[register] = rank
+        combo = combos.get(keys)
+        if combo is None:
+            combos[keys] = [value, device]
+        else:
+            combo.append(value)
+            combo.append(device)
         self._offsets[bucket] = offset
 
     def add_drop(self, bucket: int, offset: int, reason: str) -> None:
@@ -95,14 +91,9 @@ class PartitionState:
             partial = self.partials.get(bucket)
             if partial is None:
                 partial = self.partials[bucket] = Partial(bucket, self.dimensions)
-            for keys, agg in self._buffer.pop(bucket, {}).items():
-                partial.total.merge_from(agg)
-                for dim_keys, key in zip(partial.by, keys, strict=True):
-                    own = dim_keys.get(key)
-                    if own is None:
-                        dim_keys[key] = agg if len(partial.by) == 1 else agg.copy()
-                    else:
-                        own.merge_from(agg)
+            combos = self._buffer.pop(bucket, None)
+            if combos:
+                add_combos(partial, combos)
             for reason, count in self._drops.pop(bucket, {}).items():
                 partial.dropped[reason] = partial.dropped.get(reason, 0) + count
             partial.offset = max(partial.offset, offset)
@@ -142,7 +133,8 @@ class MapFolder:
         self.partitions: dict[int, PartitionState] = {}
         self._dimensions = len(settings.schema.dimensions)
         # Read on every message: kept as plain attributes.
-        self._decode = self.decoder.decode
+        self._read = self.decoder.read
+        self._keys: Callable[[Any], Any] = self.decoder.keys  # the struct is untyped
         self._bucket_seconds = settings.bucket_seconds
         self._max_bytes = settings.max_message_bytes
         self._oldest = settings.window_seconds + settings.grace_seconds
@@ -155,28 +147,50 @@ class MapFolder:
         return state
 
     def fold(self, partition: int, offset: int, arrived_at: float, message: bytes) -> Outcome:
+        """Judge one message and fold it; the common case runs inline, without
+        building an ``Event`` (``PartitionState.add`` is the same fold, spelled out)."""
         state = self.partitions.get(partition) or self.partition(partition)
-        bs = self._bucket_seconds
         if len(message) > self._max_bytes:
-            return self._drop(state, int(arrived_at // bs) * bs, offset, Reject.TOO_LARGE)
-        event = self._decode(message)
-        if type(event) is not Event:
-            return self._drop(state, int(arrived_at // bs) * bs, offset, event)  # type: ignore[arg-type]
-        ts = event.ts
+            return self._drop(state, arrived_at, offset, Reject.TOO_LARGE)
+        try:
+            raw = self._read(message)
+        except DECODE_ERRORS as error:
+            return self._drop(state, arrived_at, offset, self.decoder.rejection(error))
+        ts = raw.ts
+        if type(ts) is not float:
+            ts = epoch_seconds(ts)
+            if ts is None:
+                return self._drop(state, arrived_at, offset, Reject.INVALID_TS)
         if ts < arrived_at - self._oldest:
-            return self._drop(state, int(arrived_at // bs) * bs, offset, Timeliness.LATE)
+            return self._drop(state, arrived_at, offset, Timeliness.LATE)
         if ts > arrived_at + self._newest:
-            return self._drop(state, int(arrived_at // bs) * bs, offset, Timeliness.FUTURE)
+            return self._drop(state, arrived_at, offset, Timeliness.FUTURE)
+        bs = self._bucket_seconds
         bucket = int(ts // bs) * bs
-        if state.counted(bucket, offset):
+        partial = state.partials.get(bucket)
+        if partial is not None and offset <= partial.offset:
             return SKIPPED
-        state.add_event(bucket, offset, event)
+        keys = self._keys(raw)
+        if None in keys:
+            keys = tuple(UNKNOWN_KEY if key is None else key for key in keys)
+        buffer = state._buffer
+        combos = buffer.get(bucket)
+        if combos is None:
+            combos = buffer[bucket] = {}
+        combo = combos.get(keys)
+        if combo is None:
+            combos[keys] = [raw.value, raw.device]
+        else:
+            combo.append(raw.value)
+            combo.append(raw.device)
+        state._offsets[bucket] = offset
         return None
 
-    @staticmethod
     def _drop(
-        state: PartitionState, bucket: int, offset: int, reason: Reject | Timeliness
+        self, state: PartitionState, arrived_at: float, offset: int, reason: Reject | Timeliness
     ) -> Outcome:
+        bs = self._bucket_seconds
+        bucket = int(arrived_at // bs) * bs
         if state.counted(bucket, offset):
             return SKIPPED
         state.add_drop(bucket, offset, reason.value)

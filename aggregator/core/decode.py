@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -75,41 +76,70 @@ def _message_type(schema: EventSchema) -> type[msgspec.Struct]:
     )
 
 
-class Decoder:
-    """Decodes messages for one ``EventSchema``; reusable and stateless."""
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+"""What ``Decoder.read`` raises for a message that does not decode; msgspec raises
+UnicodeDecodeError for bad UTF-8 inside a string (ValidationError is a DecodeError)."""
 
-    __slots__ = ("_decoder", "_keys", "_time_field")
+
+def epoch_seconds(raw: int | float | str) -> float | None:
+    """The event time of a decoded time field; None when it is not a finite time."""
+    if type(raw) is float:
+        return raw  # msgspec decodes no NaN or infinity (they are not JSON)
+    if type(raw) is int:
+        try:
+            return float(raw)
+        except OverflowError:  # an integer beyond the float range
+            return None
+    return parse_timestamp(raw)
+
+
+class Decoder:
+    """Decodes messages for one ``EventSchema``; reusable and stateless.
+
+    ``decode`` gives an ``Event`` or a ``Reject``.  The fold's fast path uses the
+    parts instead, to build nothing per message it does not need: ``read`` (the
+    typed struct, or one of ``DECODE_ERRORS``), ``rejection`` (the reason for that
+    error), ``epoch_seconds`` and ``keys`` (one key per dimension, None where
+    absent or null).
+    """
+
+    __slots__ = ("_time_field", "keys", "read")
 
     def __init__(self, schema: EventSchema) -> None:
-        self._decoder = msgspec.json.Decoder(_message_type(schema))
-        self._keys = operator.attrgetter(*(f"d{i}" for i in range(len(schema.dimensions))))
+        self.read: Callable[[bytes | str], Any] = msgspec.json.Decoder(_message_type(schema)).decode
+        fields = [f"d{i}" for i in range(len(schema.dimensions))]
+        # attrgetter of one field returns the value itself, not a 1-tuple
+        self.keys: Callable[[Any], tuple[str | None, ...]] = (
+            operator.attrgetter(*fields) if len(fields) > 1 else _one_key(fields[0])
+        )
         self._time_field = schema.time_field
 
     def decode(self, message: bytes | str) -> Event | Reject:
         try:
-            raw: Any = self._decoder.decode(message)
-        except msgspec.ValidationError as error:
-            return self._reason(str(error))
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            # msgspec raises UnicodeDecodeError for bad UTF-8 inside a string.
-            return Reject.INVALID_JSON
-        ts = raw.ts
-        if type(ts) is str:
-            parsed = parse_timestamp(ts)
-            if parsed is None:
-                return Reject.INVALID_TS
-            ts = parsed
-        keys = self._keys(raw)
-        if type(keys) is not tuple:  # attrgetter of one field returns the value itself
-            keys = (keys,)
+            raw: Any = self.read(message)
+        except DECODE_ERRORS as error:
+            return self.rejection(error)
+        ts = epoch_seconds(raw.ts)
+        if ts is None:
+            return Reject.INVALID_TS
+        keys = self.keys(raw)
         if None in keys:
             keys = tuple(UNKNOWN_KEY if key is None else key for key in keys)
-        return Event(float(ts), keys, raw.value, raw.device)
+        return Event(ts, keys, raw.value, raw.device)  # type: ignore[arg-type]
 
-    def _reason(self, message: str) -> Reject:
+    def rejection(self, error: Exception) -> Reject:
+        """The reason for an error ``read`` raised."""
+        if not isinstance(error, msgspec.ValidationError):
+            return Reject.INVALID_JSON
+        message = str(error)
         located = _FIELD_IN_ERROR.search(message)
         if located is None:
             if message.startswith("Object missing required field"):
                 return Reject.MISSING_TS
             return Reject.NOT_OBJECT
         return Reject.INVALID_TS if located.group(1) == self._time_field else Reject.INVALID_FIELD
+
+
+def _one_key(field: str) -> Callable[[Any], tuple[str | None, ...]]:
+    get = operator.attrgetter(field)
+    return lambda raw: (get(raw),)

@@ -35,6 +35,18 @@ def register_and_rank(value: str) -> tuple[int, int]:
     return h >> _REST_BITS, _REST_BITS - (h & _REST_MASK).bit_length() + 1
 
 
+def registers_and_ranks(values: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """``register_and_rank`` of each value, keyed by value (pass distinct values)."""
+    return {value: register_and_rank(value) for value in values}
+
+
+def raise_into(target: Registers, pairs: Iterable[tuple[int, int]]) -> None:
+    """Fold (register, rank) pairs into ``target``, keeping the highest rank."""
+    for register, rank in pairs:
+        if rank > target.get(register, 0):
+            target[register] = rank
+
+
 def union_into(target: Registers, source: Mapping[int, int]) -> None:
     for register, rank in source.items():
         if rank > target.get(register, 0):

@@ -10,8 +10,11 @@ exact, associative, commutative and invertible (a rolling window can subtract).
 
 from __future__ import annotations
 
+import collections
 import math
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from itertools import repeat
+from operator import mul
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -26,6 +29,30 @@ def bin_of(value: float) -> int:
     if value < MIN_INDEXABLE:
         return ZERO_BIN
     return math.ceil(math.log(value) * _INV_LOG_GAMMA)
+
+
+def _count_elements(counts: dict[int, int], items: Iterable[int]) -> None:
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+
+
+# Counter's C helper: counts into a plain dict at C speed (pure Python elsewhere).
+_count: Callable[[dict[int, int], Iterable[int]], None] = getattr(
+    collections, "_count_elements", _count_elements
+)
+
+
+def bins_of(values: list[float], low: float) -> list[int]:
+    """``bin_of`` of each value (``low`` is their minimum), in one pass in C when
+    no value needs the zero bin."""
+    if low >= MIN_INDEXABLE:
+        return list(map(math.ceil, map(mul, map(math.log, values), repeat(_INV_LOG_GAMMA))))
+    return list(map(bin_of, values))
+
+
+def count_into(hist: Histogram, bins: Iterable[int]) -> None:
+    """Add one count per bin listed (at C speed)."""
+    _count(hist, bins)
 
 
 def bin_value(index: int) -> float:
