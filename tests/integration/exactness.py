@@ -634,8 +634,8 @@ def store_problems(truth: Truth, stored: Sequence[tuple[PartialKey, Partial]]) -
 
 def dead_letter_problems(
     truth: Truth, letters: Sequence[TopicMessage], source_topic: str
-) -> tuple[list[str], int]:
-    """Problems, and how many letters repeat an earlier one.
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """Problems, and the (partition, offset) origins of letters that repeat one.
 
     Delivery is at-least-once: the map stage delivers dead letters before it stores
     the partials and commits, so a pod that dies (or is fenced) in between leaves
@@ -681,7 +681,7 @@ def dead_letter_problems(
     missing = sorted(set(originals) - set(seen))
     if missing:
         problems.append(f"{len(missing)} rejected messages have no dead letter: {missing[:10]}")
-    return problems, sum(seen.values()) - len(seen)
+    return problems, sorted(origin for origin, copies in seen.items() if copies > 1)
 
 
 # -- the snapshot -------------------------------------------------------------------------
@@ -878,10 +878,10 @@ async def check_everything(
     maker: StreamMaker,
     *,
     catch_up_s: float,
-) -> tuple[Truth, int]:
+) -> tuple[Truth, list[tuple[int, int]]]:
     """After the stream stopped: wait until every offset is committed, then check the
     stored partials, the dead-letter topic, the final snapshot and every snapshot
-    seen.  Returns the truth and the number of repeated dead letters."""
+    seen.  Returns the truth and the origins of repeated dead letters."""
     config = cluster.config
     began = time.monotonic()
     await wait_caught_up(kafka, config.topic, f"{config.prefix}-group", catch_up_s)
@@ -897,6 +897,7 @@ async def check_everything(
     letters = await read_topic(kafka.bootstrap, f"{config.prefix}-dlq")
     problems, repeats = dead_letter_problems(truth, letters, config.topic)
     assert not problems, "\n".join(problems[:40])
+    print(f"dead letters repeated (partition, offset): {repeats}")
 
     snapshot = await settled_snapshot(cluster, truth, timeout_s=60)
     problems = snapshot_problems(snapshot, truth)

@@ -203,10 +203,11 @@ async def test_counts_stay_exact_through_chaos(
         f"({len(producer.resent)} sent again, {producer.clients} clients)"
     )
 
-    truth, repeats = await check_everything(
+    # Crashes, and the broker restart (a retried batch), may repeat dead letters:
+    # identical copies of rejected messages, which check_everything allows.
+    truth, _ = await check_everything(
         cluster, recorder, kafka, hazelcast, maker, catch_up_s=CATCH_UP_S
     )
-    print(f"{repeats} repeated dead letters")
     # every message made reached the topic (a repeated send may have landed twice)
     in_topic = {m.value for m, _ in truth.valid} | {m.value for m, _ in truth.rejected}
     assert in_topic == set(maker.plan)
