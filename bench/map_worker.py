@@ -88,6 +88,7 @@ async def _commands(source: GatedSource, stopping: asyncio.Event) -> None:
 
 
 async def run_ours() -> dict[str, Any]:
+    production.tune_garbage_collector()  # as aggregator run does
     settings = load_settings()
     identity = new_identity(settings.pod_name)
     hazelcast = await production.connect_store(settings, identity)

@@ -1,21 +1,25 @@
 """Reduce tick time and process memory at a given number of distinct keys.
 
 Each key count runs in a fresh process (``python -m bench.reduce_scale --keys
-K``), so its RSS is the reducer's window at K keys over 300 one-second buckets
-of 6 partitions (``bench.reduce_tick``'s workload, without its baseline) plus
-the interpreter and our imports.  The figure kept is the peak (VmHWM): the
-window is gone, and its memory maybe returned, once the run is over.
+K``) on ``bench.reduce_tick``'s workload: the reducer's window over 300
+one-second buckets of 6 partitions, then steady ticks.  The RSS kept is the
+process's right after the last steady tick: the window at K keys, the
+interpreter and our imports, and the workload's own serialized copy of the
+partials (for its baseline, which runs afterwards and is not reported here).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from aggregator.core.snapshot import build_snapshot
 from bench import reduce_tick
-from bench.proc import Child, emit, python_module, rss_kib, status_kib
+from bench.proc import Child, emit, python_module, rss_kib
 
 BUCKETS = 300
 
@@ -27,7 +31,6 @@ class ReduceScale:
     p99_ms: float
     ticks: int
     rss_kib: int
-    peak_kib: int
 
 
 async def measure(keys: int, ticks: int, logs: Path) -> ReduceScale:
@@ -37,13 +40,27 @@ async def measure(keys: int, ticks: int, logs: Path) -> ReduceScale:
     )
     result = await child.finish(600)
     return ReduceScale(
-        keys,
-        float(result["p50_ms"]),
-        float(result["p99_ms"]),
-        ticks,
-        int(result["rss_kib"]),
-        int(result["peak_kib"]),
+        keys, float(result["p50_ms"]), float(result["p99_ms"]), ticks, int(result["rss_kib"])
     )
+
+
+def rss_after_each_snapshot() -> list[int]:
+    """Make ``bench.reduce_tick`` note the RSS after every snapshot of its first
+    window (the steady one; its baseline builds fresh windows)."""
+    samples: list[int] = []
+    build: Callable[..., Any] = build_snapshot  # what reduce_tick calls
+    steady: list[object] = []
+
+    def noted(window: object, *args: Any, **kwargs: Any) -> Any:
+        snapshot = build(window, *args, **kwargs)
+        if not steady:
+            steady.append(window)
+        if window is steady[0]:
+            samples.append(rss_kib())
+        return snapshot
+
+    setattr(reduce_tick, "build_snapshot", noted)  # noqa: B010 (a module global, on purpose)
+    return samples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,16 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, required=True)
     parser.add_argument("--ticks", type=int, default=40)
     args = parser.parse_args(argv)
-    (times,) = reduce_tick.run(args.keys, BUCKETS, ticks=args.ticks, baseline=False)
-    emit(
-        result={
-            "p50_ms": times.p50_ms,
-            "p99_ms": times.p99_ms,
-            "rss_kib": rss_kib(),
-            # the window is freed by now: the peak is the figure
-            "peak_kib": status_kib("VmHWM"),
-        }
-    )
+    rss = rss_after_each_snapshot()
+    steady = reduce_tick.run(args.keys, BUCKETS, ticks=args.ticks)[0]
+    emit(result={"p50_ms": steady.p50_ms, "p99_ms": steady.p99_ms, "rss_kib": rss[-1]})
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -152,7 +153,27 @@ class GracefulServer(uvicorn.Server):
             self.should_exit = True
 
 
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Young collection every 50,000 net allocations (CPython's default: 700)."""
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often, and never look at what start-up built again.
+
+    The map stage holds each fetched batch (5,000 records, some 10 tracked
+    objects per event) until it is folded.  With the default thresholds that
+    many survivors keep pushing the collector into older generations, up to
+    full passes over the whole heap: a third of a map process's time at 100k
+    events/s (bench.suite: 1.4-1.7x the events/s with these settings).  Nearly
+    everything is freed by reference counting anyway; the cyclic garbage a
+    larger threshold lets wait is a few megabytes at most.
+    """
+    gc.freeze()  # modules, settings, clients: long-lived, never garbage
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run(settings: Settings) -> int:
+    tune_garbage_collector()
     return asyncio.run(_run(settings))
 
 
