@@ -4,9 +4,48 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from aggregator.core.distinct import register_and_rank
 from aggregator.core.events import Event
+from aggregator.core.partial import Agg, Partial
+from aggregator.core.quantiles import bin_of
+
+
+class Countable(Protocol):
+    """What a brute-force partial needs of an event (``Event`` has it)."""
+
+    @property
+    def keys(self) -> tuple[str, ...]: ...
+    @property
+    def value(self) -> float | None: ...
+    @property
+    def distinct(self) -> str | None: ...
+
+
+def brute_partial(bucket: int, events: Iterable[Countable], dimensions: int) -> Partial:
+    """The partial of ``events`` computed the obvious way: one ``Agg`` update per
+    event for the total and for its key in each dimension."""
+    partial = Partial(bucket, dimensions)
+    for event in events:
+        aggs = [partial.total]
+        for dim_keys, key in zip(partial.by, event.keys, strict=True):
+            aggs.append(dim_keys.setdefault(key, Agg()))
+        for agg in aggs:
+            agg.count += 1
+            if event.value is not None:
+                agg.vcount += 1
+                agg.vsum += event.value
+                agg.vmin = min(agg.vmin, event.value)
+                agg.vmax = max(agg.vmax, event.value)
+                index = bin_of(event.value)
+                agg.hist[index] = agg.hist.get(index, 0) + 1
+            if event.distinct is not None:
+                register, rank = register_and_rank(event.distinct)
+                agg.regs[register] = max(agg.regs.get(register, 0), rank)
+    return partial
 
 
 @dataclass

@@ -21,13 +21,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import websockets
+
+if TYPE_CHECKING:
+    from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
+    from tests.fixtures.kube import KubeApi
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -242,6 +247,12 @@ class Cluster:
         return "\n".join(parts)
 
 
+async def start_watched(cluster: Cluster, recorder: SnapshotRecorder, count: int) -> None:
+    """Start ``count`` pods, wait until each serves, and record what each pushes."""
+    for pod in await cluster.start_many(count):
+        recorder.watch(pod)
+
+
 @contextlib.contextmanager
 def running_cluster(config: ClusterConfig, logs: Path) -> Iterator[Cluster]:
     cluster = Cluster(config, logs)
@@ -249,6 +260,43 @@ def running_cluster(config: ClusterConfig, logs: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.close()
+
+
+def cluster_scenario(timings: Timings, extra: dict[str, str] | None = None) -> Any:
+    """A pytest fixture named ``scenario`` (assign it to a module attribute): a
+    ``Cluster`` on the test's own topic, namespace and prefix, no pod started yet,
+    and a ``SnapshotRecorder``.  At the end every pod is stopped and the pods' logs
+    are printed (pytest shows them when the test failed)."""
+
+    @pytest.fixture(name="scenario")
+    async def scenario(
+        kube_api: KubeApi,
+        kube_namespace: str,
+        kafka: KafkaServer,
+        kafka_topic: str,
+        hazelcast: HazelcastCluster,
+        tmp_path: Path,
+    ) -> AsyncIterator[tuple[Cluster, SnapshotRecorder]]:
+        config = ClusterConfig(
+            kubeconfig=kube_api.kubeconfig,
+            namespace=kube_namespace,
+            kafka_bootstrap=kafka.bootstrap,
+            topic=kafka_topic,
+            hazelcast_members=list(hazelcast.members),
+            hazelcast_cluster_name=hazelcast.cluster_name,
+            timings=timings,
+            extra=dict(extra or {}),
+        )
+        cluster = Cluster(config, tmp_path / "logs")
+        recorder = SnapshotRecorder()
+        try:
+            yield cluster, recorder
+        finally:
+            await recorder.close()
+            cluster.close()
+            print(cluster.report())
+
+    return scenario
 
 
 # -- what the websocket clients saw -------------------------------------------------
@@ -264,6 +312,10 @@ class Seen:
     leader: str
     epoch: int
     generated_at: float
+    count: int = -1
+    """The snapshot's ``total.count`` (-1 if it has none)."""
+    rejected: int = -1
+    """The snapshot's ``rejected.count`` (-1 if it has none)."""
 
 
 class SnapshotRecorder:
@@ -303,6 +355,8 @@ class SnapshotRecorder:
                 leader=str(snapshot.get("leader")),
                 epoch=int(snapshot.get("epoch", -1)),
                 generated_at=float(snapshot.get("generated_at", 0.0)),
+                count=int(snapshot.get("total", {}).get("count", -1)),
+                rejected=int(snapshot.get("rejected", {}).get("count", -1)),
             )
         )
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import random
@@ -30,27 +31,21 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from aggregator.adapters.hazelcast import HazelcastFeed, connect
-from aggregator.core import distinct, quantiles
 from aggregator.core.partial import Agg, Partial, merged
 from aggregator.ports.store import PartialKey
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
-from tests.fixtures.kube import KubeApi
 from tests.integration.cluster_harness import (
     Cluster,
-    ClusterConfig,
-    Seen,
     SnapshotRecorder,
-    Timings,
     fencing_violations,
 )
-from tests.oracle import distinct_ok, nearest_rank_value, quantile_ok
+from tests.oracle import brute_partial, distinct_ok, nearest_rank_value, quantile_ok
 
 DIMENSIONS = ("app", "platform", "crash_type")
 APPS = tuple(f"app-{i:02d}" for i in range(12))
@@ -84,7 +79,7 @@ class ExpectedEvent:
     ts_ms: int
     keys: tuple[str, ...]
     value: float | None
-    device: str | None
+    distinct: str | None
 
     @property
     def bucket(self) -> int:
@@ -139,43 +134,32 @@ class StreamMaker:
     def _valid(self, seq: int, ts_ms: int) -> tuple[bytes, ExpectedEvent]:
         rng = self.rng
         doc: dict[str, Any] = {"seq": seq, "ts": _time_field(rng, ts_ms)}
-        keys = []
-        for name, choices in zip(DIMENSIONS, (APPS, PLATFORMS, CRASH_TYPES), strict=True):
-            shape = rng.random()
-            if shape < 0.05:
-                keys.append(UNKNOWN)  # absent
-            elif shape < 0.08:
-                doc[name] = None
-                keys.append(UNKNOWN)
-            else:
-                doc[name] = rng.choice(choices)
-                keys.append(doc[name])
-        shape = rng.random()
-        number: float | None
-        if shape < 0.05:
-            number = None  # absent
-        elif shape < 0.08:
-            number = doc["duration_ms"] = None
-        elif shape < 0.10:
-            number = doc["duration_ms"] = 0
-        elif shape < 0.20:
-            number = doc["duration_ms"] = rng.randrange(1, 5000)
-        else:
-            number = doc["duration_ms"] = round(rng.lognormvariate(5.0, 0.9), 2)
-        shape = rng.random()
-        device: str | None
-        if shape < 0.05:
-            device = None  # absent
-        elif shape < 0.08:
-            device = doc["device_id"] = None
-        else:
-            device = doc["device_id"] = f"device-{rng.randrange(3000)}"
+        keys = tuple(
+            self._optional(doc, name, functools.partial(rng.choice, choices)) or UNKNOWN
+            for name, choices in zip(DIMENSIONS, (APPS, PLATFORMS, CRASH_TYPES), strict=True)
+        )
+        value = self._optional(doc, "duration_ms", self._duration)
+        device = self._optional(doc, "device_id", lambda: f"device-{rng.randrange(3000)}")
         if rng.random() < 0.1:
             doc["extra"] = {"build": seq % 7, "tags": ["a", "b"]}
-        expected = ExpectedEvent(
-            ts_ms, tuple(keys), None if number is None else float(number), device
-        )
-        return json.dumps(doc).encode(), expected
+        number = None if value is None else float(value)
+        return json.dumps(doc).encode(), ExpectedEvent(ts_ms, keys, number, device)
+
+    def _optional(self, doc: dict[str, Any], name: str, make: Callable[[], Any]) -> Any:
+        """Leave the field out (5 %), make it null (3 %), or set it; its value or None."""
+        shape = self.rng.random()
+        if shape < 0.05:
+            return None
+        doc[name] = None if shape < 0.08 else make()
+        return doc[name]
+
+    def _duration(self) -> float | int:
+        shape = self.rng.random()
+        if shape < 0.03:
+            return 0
+        if shape < 0.15:
+            return self.rng.randrange(1, 5000)
+        return round(self.rng.lognormvariate(5.0, 0.9), 2)
 
     def _malformed(self, reason: str, seq: int, ts_ms: int) -> bytes:
         variant = self.rng.randrange(4)
@@ -476,32 +460,12 @@ async def stored_partials(
 # -- the brute-force answer -------------------------------------------------------------
 
 
-def _agg_of(events: Iterable[ExpectedEvent]) -> Agg:
-    agg = Agg()
-    for event in events:
-        agg.count += 1
-        if event.value is not None:
-            agg.vcount += 1
-            agg.vsum += event.value
-            agg.vmin = min(agg.vmin, event.value)
-            agg.vmax = max(agg.vmax, event.value)
-            index = quantiles.bin_of(event.value)
-            agg.hist[index] = agg.hist.get(index, 0) + 1
-        if event.device is not None:
-            register, rank = distinct.register_and_rank(event.device)
-            agg.regs[register] = max(agg.regs.get(register, 0), rank)
-    return agg
-
-
 def _partial_of(
     bucket: int, events: list[ExpectedEvent], drops: Counter[str], offset: int
 ) -> Partial:
-    partial = Partial(bucket, len(DIMENSIONS), offset)
-    partial.total = _agg_of(events)
-    for dim, keys in enumerate(partial.by):
-        for key in sorted({e.keys[dim] for e in events}):
-            keys[key] = _agg_of(e for e in events if e.keys[dim] == key)
+    partial = brute_partial(bucket, events, len(DIMENSIONS))
     partial.dropped = dict(drops)
+    partial.offset = offset
     return partial
 
 
@@ -709,7 +673,7 @@ def snapshot_problems(snapshot: dict[str, Any], truth: Truth) -> list[str]:
     seconds = snapshot["window"]["seconds"]
     if not math.isclose(total["rate_per_s"], len(events) / seconds, rel_tol=1e-9):
         problems.append(f"rate {total['rate_per_s']}, expected {len(events) / seconds}")
-    devices = {e.device for e in events if e.device is not None}
+    devices = {e.distinct for e in events if e.distinct is not None}
     if not distinct_ok(total["distinct"], len(devices)):
         problems.append(f"distinct {total['distinct']}, exact {len(devices)}")
     problems += _value_problems(total["value"], [e.value for e in events if e.value is not None])
@@ -728,7 +692,7 @@ def snapshot_problems(snapshot: dict[str, Any], truth: Truth) -> list[str]:
             row = rows[key]
             if row["count"] != len(mine):
                 problems.append(f"by {name}={key}: count {row['count']}, expected {len(mine)}")
-            exact = len({e.device for e in mine if e.device is not None})
+            exact = len({e.distinct for e in mine if e.distinct is not None})
             if not distinct_ok(row["distinct"], exact):
                 problems.append(f"by {name}={key}: distinct {row['distinct']}, exact {exact}")
             values = [e.value for e in mine if e.value is not None]
@@ -781,98 +745,34 @@ async def settled_snapshot(cluster: Cluster, truth: Truth, timeout_s: float) -> 
         await asyncio.sleep(1.0)
 
 
-# -- what the websocket clients saw, with the counts ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Counted:
-    seen: Seen
-    count: int
-    rejected: int
-
-
-class CountingRecorder(SnapshotRecorder):
-    """A ``SnapshotRecorder`` that also writes down each snapshot's counts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counted: list[Counted] = []
-
-    def _record(self, observer: str, raw: str | bytes) -> None:
-        super()._record(observer, raw)
-        snapshot = json.loads(raw)
-        self.counted.append(
-            Counted(self.seen[-1], snapshot["total"]["count"], snapshot["rejected"]["count"])
-        )
-
-
-def history_problems(recorder: CountingRecorder, prefix: str, truth: Truth) -> list[str]:
+def history_problems(recorder: SnapshotRecorder, prefix: str, truth: Truth) -> list[str]:
     """Over every snapshot recorded: one leader per epoch and leader changes raise
     it (``fencing_violations``), each pod pushed epochs that never went down, and no
     snapshot ever counted more than there was (no transient double count)."""
-    mine = [c for c in recorder.counted if c.seen.leader.startswith(prefix)]
+    mine = recorder.mine(prefix)
     if not mine:
         return ["no snapshot from this scenario's leaders"]
-    problems = fencing_violations([c.seen for c in mine])
+    problems = fencing_violations(mine)
     highest: dict[str, int] = {}
-    for item in mine:
-        observer, epoch = item.seen.observer, item.seen.epoch
+    for seen in mine:
+        observer, epoch = seen.observer, seen.epoch
         if epoch < highest.get(observer, -1):
             problems.append(f"{observer} pushed epoch {epoch} after {highest[observer]}")
         highest[observer] = max(highest.get(observer, -1), epoch)
-        if item.count > len(truth.valid) or item.rejected > len(truth.rejected):
+        if seen.count > len(truth.valid) or seen.rejected > len(truth.rejected):
             problems.append(
-                f"snapshot of epoch {epoch} counted {item.count} events / {item.rejected} "
+                f"snapshot of epoch {epoch} counted {seen.count} events / {seen.rejected} "
                 f"rejected; there are only {len(truth.valid)} / {len(truth.rejected)}"
             )
     return problems
 
 
-# -- the cluster of a scenario --------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def exactness_cluster(
-    kube_api: KubeApi,
-    kube_namespace: str,
-    kafka: KafkaServer,
-    topic: str,
-    hazelcast: HazelcastCluster,
-    logs: Path,
-    *,
-    timings: Timings,
-    window_seconds: int,
-) -> AsyncIterator[tuple[Cluster, CountingRecorder]]:
-    """A cluster config on fresh names (no pod started yet) and a recorder; every
-    pod is stopped at the end and its log printed (pytest shows it on failure)."""
-    config = ClusterConfig(
-        kubeconfig=kube_api.kubeconfig,
-        namespace=kube_namespace,
-        kafka_bootstrap=kafka.bootstrap,
-        topic=topic,
-        hazelcast_members=list(hazelcast.members),
-        hazelcast_cluster_name=hazelcast.cluster_name,
-        timings=timings,
-        extra=pod_environment(window_seconds),
-    )
-    cluster = Cluster(config, logs)
-    recorder = CountingRecorder()
-    try:
-        yield cluster, recorder
-    finally:
-        await recorder.close()
-        cluster.close()
-        print(cluster.report())
-
-
-async def start_watched(cluster: Cluster, recorder: SnapshotRecorder, count: int) -> None:
-    for pod in await cluster.start_many(count):
-        recorder.watch(pod)
+# -- after the stream ------------------------------------------------------------------
 
 
 async def check_everything(
     cluster: Cluster,
-    recorder: CountingRecorder,
+    recorder: SnapshotRecorder,
     kafka: KafkaServer,
     hazelcast: HazelcastCluster,
     maker: StreamMaker,

@@ -27,20 +27,25 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
 from tests.fixtures.kube import KubeApi
-from tests.integration.cluster_harness import Cluster, PodProcess, Timings, fail_leader
+from tests.integration.cluster_harness import (
+    Cluster,
+    PodProcess,
+    SnapshotRecorder,
+    Timings,
+    cluster_scenario,
+    fail_leader,
+)
 from tests.integration.exactness import (
-    CountingRecorder,
     SteadyProducer,
     StreamMaker,
     check_everything,
-    exactness_cluster,
+    pod_environment,
 )
 
 pytestmark = [
@@ -59,23 +64,8 @@ PAUSE_S = TIMINGS.lease_s + 4 * TIMINGS.retry_s
 CATCH_UP_S = 120.0
 NEW_LEADER = "The cluster has a new leader: "
 
-Scenario = tuple[Cluster, CountingRecorder]
-
-
-@pytest.fixture
-async def scenario(
-    kube_api: KubeApi,
-    kube_namespace: str,
-    kafka: KafkaServer,
-    kafka_topic: str,
-    hazelcast: HazelcastCluster,
-    tmp_path: Path,
-) -> AsyncIterator[Scenario]:
-    async with exactness_cluster(
-        kube_api, kube_namespace, kafka, kafka_topic, hazelcast, tmp_path / "logs",
-        timings=TIMINGS, window_seconds=WINDOW_S,
-    ) as made:  # fmt: skip
-        yield made
+Scenario = tuple[Cluster, SnapshotRecorder]
+scenario = cluster_scenario(TIMINGS, extra=pod_environment(WINDOW_S))
 
 
 class Chaos:

@@ -15,66 +15,31 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
 from tests.fixtures.kube import KubeApi
 from tests.integration.cluster_harness import (
     Cluster,
-    ClusterConfig,
     Seen,
     SnapshotRecorder,
     Timings,
     clean_environment,
+    cluster_scenario,
     fail_leader,
     fencing_violations,
     lease_spec,
     run_to_exit,
+    start_watched,
     wait_for_holder,
 )
 
 pytestmark = [pytest.mark.kube, pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 
 SHORT = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
-
-
-@pytest.fixture
-async def scenario(
-    kube_api: KubeApi,
-    kube_namespace: str,
-    kafka: KafkaServer,
-    kafka_topic: str,
-    hazelcast: HazelcastCluster,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-) -> AsyncIterator[tuple[Cluster, SnapshotRecorder]]:
-    """A cluster config on fresh names (no pod started yet) and a recorder."""
-    config = ClusterConfig(
-        kubeconfig=kube_api.kubeconfig,
-        namespace=kube_namespace,
-        kafka_bootstrap=kafka.bootstrap,
-        topic=kafka_topic,
-        hazelcast_members=list(hazelcast.members),
-        hazelcast_cluster_name=hazelcast.cluster_name,
-        timings=SHORT,
-    )
-    cluster = Cluster(config, tmp_path / "logs")
-    recorder = SnapshotRecorder()
-    try:
-        yield cluster, recorder
-    finally:
-        await recorder.close()
-        cluster.close()
-        print(cluster.report())  # pytest shows it only when the test failed
-
-
-async def start_watched(cluster: Cluster, recorder: SnapshotRecorder, count: int) -> None:
-    for pod in await cluster.start_many(count):
-        recorder.watch(pod)
+scenario = cluster_scenario(SHORT)
 
 
 def assert_fenced(recorder: SnapshotRecorder, cluster: Cluster) -> list[Seen]:

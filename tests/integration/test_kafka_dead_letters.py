@@ -39,6 +39,20 @@ def headers(message: Any) -> dict[str, bytes]:
     return dict(message.headers)
 
 
+async def small_topic(kafka: KafkaServer, hint: str) -> str:
+    """A new one-partition topic that takes batches of at most 2,000 bytes."""
+    topic = unique_name(hint)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})]
+        )
+    finally:
+        await admin.close()
+    return topic
+
+
 async def test_rejected_messages_land_unchanged_with_reason_and_origin(kafka: KafkaServer) -> None:
     topic = unique_name("dlq")  # missing: start() creates it
     dead_letters = KafkaDeadLetters(kafka.bootstrap, topic, source_topic=SOURCE)
@@ -81,15 +95,7 @@ async def test_rejected_messages_land_unchanged_with_reason_and_origin(kafka: Ka
 async def test_a_message_too_large_for_the_topic_leaves_a_stub_pointing_at_it(
     kafka: KafkaServer,
 ) -> None:
-    topic = unique_name("dlq-small")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})]
-        )
-    finally:
-        await admin.close()
+    topic = await small_topic(kafka, "dlq-small")
     dead_letters = KafkaDeadLetters(kafka.bootstrap, topic, source_topic=SOURCE)
     await dead_letters.start()
     try:
@@ -118,15 +124,7 @@ async def test_a_refused_batch_does_not_wedge_the_producer(kafka: KafkaServer) -
     its sequence numbers, so every later send got OutOfOrderSequenceNumber, and the
     map stage could never flush again (found by tests/integration/test_chaos.py,
     whose own idempotent producer wedged after a broker restart)."""
-    topic = unique_name("dlq-wedge")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "2000"})]
-        )
-    finally:
-        await admin.close()
+    topic = await small_topic(kafka, "dlq-wedge")
     dead_letters = KafkaDeadLetters(
         kafka.bootstrap, topic, source_topic=SOURCE, delivery_timeout_s=10
     )

@@ -30,26 +30,30 @@ import random
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
 from aggregator.adapters.hazelcast import HazelcastStore, connect
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
-from tests.fixtures.kube import KubeApi
-from tests.integration.cluster_harness import Cluster, PodProcess, Timings
+from tests.integration.cluster_harness import (
+    Cluster,
+    PodProcess,
+    SnapshotRecorder,
+    Timings,
+    cluster_scenario,
+    start_watched,
+)
 from tests.integration.exactness import (
-    REASONS,
-    CountingRecorder,
     SteadyProducer,
     StreamMaker,
     check_everything,
     committed_offsets,
-    exactness_cluster,
-    start_watched,
+    pod_environment,
 )
+
+pytestmark = [pytest.mark.kube, pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 
 TIMINGS = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
 RATE = 250  # messages per second
@@ -58,23 +62,8 @@ AFTER_S = 15.0  # streaming after it
 CATCH_UP_S = 90.0
 FREEZE_ATTEMPTS = 150
 
-Scenario = tuple[Cluster, CountingRecorder]
-
-
-@pytest.fixture
-async def scenario(
-    kube_api: KubeApi,
-    kube_namespace: str,
-    kafka: KafkaServer,
-    kafka_topic: str,
-    hazelcast: HazelcastCluster,
-    tmp_path: Path,
-) -> AsyncIterator[Scenario]:
-    async with exactness_cluster(
-        kube_api, kube_namespace, kafka, kafka_topic, hazelcast, tmp_path / "logs",
-        timings=TIMINGS, window_seconds=600,
-    ) as made:  # fmt: skip
-        yield made
+Scenario = tuple[Cluster, SnapshotRecorder]
+scenario = cluster_scenario(TIMINGS, extra=pod_environment(window_seconds=600))
 
 
 async def stream_through(
@@ -164,10 +153,6 @@ async def skipped_total(cluster: Cluster) -> float:
     return total
 
 
-@pytest.mark.kube
-@pytest.mark.kafka
-@pytest.mark.hazelcast
-@pytest.mark.slow
 async def test_a_pod_killed_between_store_and_commit_changes_no_count(
     scenario: Scenario, kafka: KafkaServer, hazelcast: HazelcastCluster
 ) -> None:
@@ -204,10 +189,6 @@ async def test_a_pod_killed_between_store_and_commit_changes_no_count(
     assert skipped > 0, "the next owner replayed nothing it had to skip"
 
 
-@pytest.mark.kube
-@pytest.mark.kafka
-@pytest.mark.hazelcast
-@pytest.mark.slow
 async def test_a_hazelcast_member_killed_mid_stream_changes_no_count(
     scenario: Scenario, kafka: KafkaServer, hazelcast: HazelcastCluster
 ) -> None:
@@ -231,32 +212,3 @@ async def test_a_hazelcast_member_killed_mid_stream_changes_no_count(
         or "could not hand over" in pod.output(tail=10**7)
     ]  # fmt: skip
     assert not repeats or replayed, f"dead letters repeated, yet no pod replayed: {repeats}"
-
-
-def test_the_plan_agrees_with_the_decoding_rules() -> None:
-    """No server: every planned outcome is what the decoder gives (so a failure of
-    the tests above is about counting, not about the plan)."""
-    from aggregator.core.decode import Decoder
-    from aggregator.core.events import Event, EventSchema
-    from tests.integration.exactness import MAX_MESSAGE_BYTES
-
-    decoder = Decoder(EventSchema())
-    maker = StreamMaker(7)
-    seen = set()
-    for i in range(5000):
-        planned = maker.make(1_800_000_000 + i * 0.0137)
-        if len(planned.value) > MAX_MESSAGE_BYTES:
-            assert planned.reason == "too_large"
-        else:
-            outcome = decoder.decode(planned.value)
-            if planned.event is None:
-                assert str(outcome) == planned.reason, planned
-            else:
-                assert isinstance(outcome, Event), (planned, outcome)
-                expected = planned.event
-                assert (outcome.keys, outcome.value, outcome.distinct) == (
-                    expected.keys, expected.value, expected.device,
-                )  # fmt: skip
-                assert int(outcome.ts // 1) == expected.bucket
-        seen.add(planned.reason)
-    assert seen == {None, *REASONS}

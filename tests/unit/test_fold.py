@@ -13,10 +13,9 @@ from hypothesis import strategies as st
 
 from aggregator.core.accumulate import SKIPPED, FoldSettings, MapFolder, PartitionState
 from aggregator.core.decode import Decoder
-from aggregator.core.distinct import register_and_rank
 from aggregator.core.events import Event, EventSchema, Reject, Timeliness
 from aggregator.core.partial import Agg, Partial
-from aggregator.core.quantiles import bin_of
+from tests.oracle import brute_partial
 
 SCHEMA = EventSchema()
 ARRIVED = 1_000_000.0
@@ -90,24 +89,7 @@ def expected_outcome(message: bytes) -> Reject | Timeliness | Event:
 
 
 def brute_force(events: list[Event], bucket: int) -> Partial:
-    partial = Partial(bucket, len(SCHEMA.dimensions))
-    for event in events:
-        aggs = [partial.total]
-        for dim_keys, key in zip(partial.by, event.keys, strict=True):
-            aggs.append(dim_keys.setdefault(key, Agg()))
-        for agg in aggs:
-            agg.count += 1
-            if event.value is not None:
-                agg.vcount += 1
-                agg.vsum += event.value
-                agg.vmin = min(agg.vmin, event.value)
-                agg.vmax = max(agg.vmax, event.value)
-                index = bin_of(event.value)
-                agg.hist[index] = agg.hist.get(index, 0) + 1
-            if event.distinct is not None:
-                register, rank = register_and_rank(event.distinct)
-                agg.regs[register] = max(agg.regs.get(register, 0), rank)
-    return partial
+    return brute_partial(bucket, events, len(SCHEMA.dimensions))
 
 
 def same(x: Agg, y: Agg) -> bool:
