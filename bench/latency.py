@@ -33,7 +33,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from aggregator.adapters.kafka.topics import ensure_topic
-from bench.kafka_load import delete_topics
+from bench.kafka_load import BATCH_BYTES, delete_topics
 from bench.workload import EventPool
 from tests.integration.cluster_harness import (
     Cluster,
@@ -103,7 +103,9 @@ async def _send_batches(
     bootstrap: str, topic: str, rate: int, count: int, partitions: int
 ) -> list[Batch]:
     pool = EventPool(size=min(rate, 20_000), seed=5)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=0, max_batch_size=BATCH_BYTES
+    )
     await producer.start()
     batches = []
     try:
@@ -116,7 +118,9 @@ async def _send_batches(
             builders = [producer.create_batch() for _ in range(partitions)]
             for n in range(rate):
                 event = pool.event(index * rate + n, ts_ms)
-                builders[n % partitions].append(key=event.key, value=event.value, timestamp=ts_ms)
+                builder = builders[n % partitions]
+                if builder.append(key=event.key, value=event.value, timestamp=ts_ms) is None:
+                    raise ValueError(f"{rate} events/s do not fit in one batch per partition")
             pending = []
             for partition, builder in enumerate(builders):
                 builder.close()

@@ -142,7 +142,15 @@ async def run(plan: Plan, phases: set[str], logs: Path) -> Results:
             seconds=plan.latency_seconds, rate=plan.latency_rate, warmup=plan.latency_warmup,
         )  # fmt: skip
         run_ = results.latency
-        say(f"  p50 {run_.p50:.2f} s, p99 {run_.p99:.2f} s ({len(run_.latencies)} samples)")
+        say(
+            f"  p50 {run_.p50:.2f} s, p99 {run_.p99:.2f} s ({len(run_.latencies)} samples; "
+            f"{run_.missing} never complete on a dashboard)"
+        )
+        if run_.missing:
+            results.notes.append(
+                f"Latency: {run_.missing} (batch, dashboard) pairs never showed their second "
+                "complete (lost, counted twice, or later than the run's end)."
+            )
     if "reduce" in phases:
         for keys in plan.reduce_keys:
             scale = await reduce_scale.measure(keys, plan.reduce_ticks, logs)
@@ -273,11 +281,13 @@ def table(plan: Plan, results: Results) -> list[str]:
         )
     lat = results.latency
     if lat is not None:
+        met = bool(lat.latencies) and not lat.missing and lat.p99 <= TARGET_LATENCY_P99_S
         lines.append(
             f"| event-to-dashboard latency p50 / p99, s ({lat.pods} pods, tick 1 s, "
-            f"{lat.rate:,} events/s, {len(lat.latencies)} samples) "
+            f"{lat.rate:,} events/s, {len(lat.latencies)} samples"
+            f"{f', {lat.missing} never complete' if lat.missing else ''}) "
             f"| {lat.p50:.2f} / {lat.p99:.2f} | - | - "
-            f"| p99 <= {TARGET_LATENCY_P99_S:g} s | {_met(lat.p99 <= TARGET_LATENCY_P99_S)} |"
+            f"| p99 <= {TARGET_LATENCY_P99_S:g} s | {_met(met)} |"
         )
     for scale in results.reduce:
         target = scale.keys == TARGET_TICK_KEYS
@@ -438,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"done in {time.monotonic() - started:.0f} s\n")
     command = " ".join(["python -m bench.suite", *(argv if argv is not None else sys.argv[1:])])
     lines = table(plan, results)
-    say("\n".join(lines))
+    say("\n".join(lines + [f"- {note}" for note in results.notes]))
     if args.no_write:
         return 0
     figure = draw(results, FIGURE)
