@@ -16,8 +16,11 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 
 import xxhash
+
+from aggregator.core.types import FlatPairs
 
 PRECISION = 12
 REGISTERS = 1 << PRECISION
@@ -28,6 +31,7 @@ STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
 
 Registers = dict[int, int]
 _hash = xxhash.xxh3_64_intdigest
+_time_of = itemgetter(0)
 
 
 def register_and_rank(value: str) -> tuple[int, int]:
@@ -86,8 +90,9 @@ class SlidingMax:
 
     __slots__ = ("_pairs",)
 
-    def __init__(self) -> None:
-        self._pairs: list[tuple[int, float]] = []
+    def __init__(self, pairs: list[tuple[int, float]] | None = None) -> None:
+        """Empty, or holding ``pairs`` that already keep the order described above."""
+        self._pairs: list[tuple[int, float]] = [] if pairs is None else pairs
 
     def add(self, time: int, value: float) -> None:
         pairs = self._pairs
@@ -127,6 +132,42 @@ class SlidingMax:
         return bool(self._pairs)
 
 
+def _pairs(registers: Mapping[int, int] | FlatPairs) -> Iterable[tuple[int, int]]:
+    if isinstance(registers, tuple):
+        return zip(registers[::2], registers[1::2], strict=False)  # even length
+    return registers.items()
+
+
+Stack = tuple[int, ...]
+"""One register's ``SlidingMax`` pairs, flat: time, rank, time, rank, ... (times
+ascending, ranks strictly descending).  A tuple of ints: the garbage collector
+stops tracking it, so a sketch costs a collection pass a few objects, not one
+per register."""
+
+
+def pushed(stack: Stack, time: int, rank: int) -> Stack:
+    """``stack`` with (time, rank) added, as ``SlidingMax.add`` adds a pair."""
+    end = len(stack)
+    if time >= stack[end - 2]:
+        # The usual case, the newest time: drop what it dominates from the end.
+        while end and stack[end - 1] <= rank:
+            end -= 2
+        if end and stack[end - 2] >= time:
+            return stack  # a pair at this time holds more
+        return (*stack[:end], time, rank)
+    # An older time: dominated if some pair no older holds at least as much.
+    pairs = list(zip(stack[::2], stack[1::2], strict=True))
+    for t, r in reversed(pairs):
+        if t < time:
+            break
+        if r >= rank:
+            return stack
+    kept = [(t, r) for t, r in pairs if not (t <= time and r <= rank)]
+    kept.append((time, rank))
+    kept.sort()
+    return tuple(number for pair in kept for number in pair)
+
+
 class SlidingRegisters:
     """HyperLogLog registers whose contributions expire with the window.
 
@@ -136,10 +177,10 @@ class SlidingRegisters:
     just expired, so its cost follows what changed, not the register count.
     """
 
-    __slots__ = ("_current", "_expiry", "_filled", "_scaled", "_scheduled", "_slots", "_start")
+    __slots__ = ("_current", "_expiry", "_filled", "_scaled", "_scheduled", "_stacks", "_start")
 
     def __init__(self) -> None:
-        self._slots: dict[int, SlidingMax] = {}
+        self._stacks: dict[int, Stack] = {}
         self._current: dict[int, int] = {}
         self._filled = 0
         self._scaled = 0
@@ -147,22 +188,60 @@ class SlidingRegisters:
         self._scheduled: dict[int, int] = {}
         self._start: int | None = None
 
-    def add(self, time: int, registers: Mapping[int, int]) -> None:
-        slots = self._slots
+    @classmethod
+    def built(
+        cls, contributions: Iterable[tuple[int, Mapping[int, int] | FlatPairs]], start: int
+    ) -> SlidingRegisters:
+        """The sketch of (time, registers) contributions, all at or after ``start``,
+        as ``estimate_since(start)`` would leave it; much cheaper than adding them
+        one by one.  Scanning from the newest time, a rank is kept exactly when it
+        beats every rank at a later or equal time, which is ``SlidingMax``'s order."""
+        kept: dict[int, list[int]] = {}  # newest first while building: rank, time, ...
+        best: dict[int, int] = {}
+        for time, registers in sorted(contributions, key=_time_of, reverse=True):
+            for register, rank in _pairs(registers):
+                if rank > best.get(register, 0):
+                    best[register] = rank
+                    found = kept.get(register)
+                    if found is None:
+                        kept[register] = [rank, time]
+                    elif found[-1] == time:
+                        found[-2] = rank
+                    else:
+                        found += (rank, time)
+        sketch = cls()
+        sketch._start = start
+        sketch._current = best
+        sketch._filled = len(best)
+        sketch._scaled = sum(1 << (_REST_BITS + 1 - rank) for rank in best.values())
+        stacks = sketch._stacks
+        scheduled = sketch._scheduled
+        for register, found in kept.items():
+            found.reverse()
+            stacks[register] = tuple(found)
+            scheduled[register] = found[0]
+        sketch._expiry = [(time, register) for register, time in scheduled.items()]
+        heapq.heapify(sketch._expiry)
+        return sketch
+
+    def add(self, time: int, registers: Mapping[int, int] | FlatPairs) -> None:
+        stacks = self._stacks
+        current = self._current
         start = self._start
-        for register, rank in registers.items():
-            slot = slots.get(register)
-            if slot is None:
-                slot = slots[register] = SlidingMax()
-            slot.add(time, rank)
-            if start is None or time >= start:
-                self._refresh(register, slot)
+        for register, rank in _pairs(registers):
+            stack = stacks.get(register)
+            stacks[register] = (time, rank) if stack is None else pushed(stack, time, rank)
+            # A rank no higher than the current one leaves the current rank as it
+            # is; if it replaced the pair that holds it (an equal rank, later), the
+            # expiry scheduled for the older pair recomputes and reschedules it.
+            if (start is None or time >= start) and rank > current.get(register, 0):
+                self._refresh(register)
 
     def estimate_since(self, start: int) -> int:
         if self._start is None or start < self._start:
             self._start = start
-            for register, slot in list(self._slots.items()):
-                self._refresh(register, slot)
+            for register in list(self._stacks):
+                self._refresh(register)
         elif start > self._start:
             self._start = start
             expiry = self._expiry
@@ -170,17 +249,23 @@ class SlidingRegisters:
                 due, register = heapq.heappop(expiry)
                 if self._scheduled.get(register) == due:
                     del self._scheduled[register]
-                expiring = self._slots.get(register)
-                if expiring is not None:
-                    self._refresh(register, expiring)
+                if register in self._stacks:
+                    self._refresh(register)
         return estimate_from(self._filled, self._scaled)
 
-    def _refresh(self, register: int, slot: SlidingMax) -> None:
-        """Recompute one register's rank for the current start, and schedule the
-        next moment it can change (when its oldest surviving pair expires)."""
+    def _refresh(self, register: int) -> None:
+        """Recompute one register's rank for the current start (dropping pairs
+        before it), and schedule the next moment it can change (when its oldest
+        surviving pair expires)."""
+        stack = self._stacks[register]
+        start = self._start
+        if start is not None and stack[0] < start:
+            at = 2
+            while at < len(stack) and stack[at] < start:
+                at += 2
+            stack = self._stacks[register] = stack[at:]
         old = self._current.get(register)
-        found = slot.max_since(self._start) if self._start is not None else slot.overall()
-        new = None if found is None else int(found)
+        new = stack[1] if stack else None
         if new != old:
             if old is not None:
                 self._filled -= 1
@@ -192,10 +277,10 @@ class SlidingRegisters:
             else:
                 del self._current[register]
         if new is None:
-            del self._slots[register]
+            del self._stacks[register]
             self._scheduled.pop(register, None)
             return
-        first = slot.first_time()
+        first = stack[0]
         if self._scheduled.get(register) != first:
             self._scheduled[register] = first
             heapq.heappush(self._expiry, (first, register))

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from itertools import repeat
 from operator import mul
 
+from aggregator.core.types import FlatPairs
+
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
@@ -61,9 +63,16 @@ def bin_value(index: int) -> float:
     return 2.0 * GAMMA**index / (GAMMA + 1.0)
 
 
-def add_into(target: MutableMapping[int, int], source: Mapping[int, int], sign: int = 1) -> None:
+def add_into(
+    target: MutableMapping[int, int], source: Mapping[int, int] | FlatPairs, sign: int = 1
+) -> None:
     """target += sign * source, dropping bins that reach zero."""
-    for index, count in source.items():
+    pairs: Iterable[tuple[int, int]]
+    if isinstance(source, tuple):
+        pairs = zip(source[::2], source[1::2], strict=False)  # even length
+    else:
+        pairs = source.items()
+    for index, count in pairs:
         total = target.get(index, 0) + sign * count
         if total:
             target[index] = total

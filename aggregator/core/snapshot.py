@@ -7,7 +7,6 @@ modes add fields (leader, epoch, leader_since, members, generated_at, late, futu
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,17 +80,16 @@ def _value_stats(window: RollingWindow) -> JSONObject | None:
 
 
 def _top_keys(window: RollingWindow, dim: int, top_n: int) -> list[JSONObject]:
-    keys = window.keys[dim]
-    top = heapq.nsmallest(top_n, keys.items(), key=lambda item: (-item[1].count, item[0]))
+    counts = window.key_counts[dim]
     rows: list[JSONObject] = []
-    for key, totals in top:
-        p99 = quantiles.quantiles(totals.hist, (0.99,))[0] if totals.hist else None
+    for key in window.top_keys(dim, top_n):
+        hist = window.key_hist(dim, key)
         rows.append(
             {
                 "key": key,
-                "count": totals.count,
+                "count": counts[key],
                 "distinct": window.key_distinct(dim, key),
-                "p99": p99,
+                "p99": quantiles.quantiles(hist, (0.99,))[0] if hist else None,
             }
         )
     return rows

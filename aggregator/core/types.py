@@ -17,3 +17,7 @@ Epoch = int
 """Fencing epoch: the Lease's leaseTransitions when its holder acquired it."""
 
 JSONObject = dict[str, Any]
+
+FlatPairs = tuple[int, ...]
+"""Int pairs flattened into one tuple: key, value, key, value, ...  A tuple of
+ints is left alone by the garbage collector, a dict of them is not."""

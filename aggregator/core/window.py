@@ -7,30 +7,113 @@ with time (``advance``).  Every tick costs what changed, not the window size:
   a changed partial adds its new state and subtracts its previous one; a bucket
   leaving the window subtracts its partials;
 * min, max and distinct registers are ``SlidingMax`` structures tagged with the
-  bucket: folding a grown partial again is harmless and expiry is free.
+  bucket: folding a grown partial again is harmless and expiry is free;
+* per key, only the count is kept for every key; a key's histogram and distinct
+  registers are built from the stored partials the first time they are asked for
+  (the snapshot asks for the top keys only) and kept up to date while they are
+  asked for; the top keys are found among the keys whose count changed and a
+  margin of runners-up (``TopKeys``), not by sorting every key each tick.
 
 A partial of a bucket at or after the window's end (the bucket still filling) is
 held back until the window reaches it.
+
+The window keeps a compact copy of each partial (counts, and references to the
+histograms and registers), not the partial's ``Agg`` objects: those are many,
+and a cyclic garbage collection pass costs what the heap holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import heapq
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 from aggregator.core import quantiles
 from aggregator.core.buckets import WindowRange, bucket_of, validate_geometry
 from aggregator.core.distinct import SlidingMax, SlidingRegisters
-from aggregator.core.partial import Partial
+from aggregator.core.partial import Agg, Partial
+from aggregator.core.types import FlatPairs
+
+DETAIL_IDLE_ADVANCES = 60
+"""A key's histogram and registers are dropped after this many advances unasked
+(kept a while: a key at the edge of the top keys comes and goes)."""
+
+
+class _Stored:
+    """What the window keeps of one applied partial: per key, its count and its
+    histogram and registers as flat tuples of ints (after a collection pass the
+    garbage collector tracks none of those dicts and tuples)."""
+
+    __slots__ = ("bucket", "counts", "dropped", "hists", "regs", "total")
+
+    def __init__(self, partial: Partial) -> None:
+        self.bucket = partial.bucket
+        self.total: Agg = partial.total
+        self.dropped = partial.dropped
+        self.counts = tuple({key: agg.count for key, agg in keys.items()} for keys in partial.by)
+        self.hists: tuple[dict[str, FlatPairs], ...] = tuple(
+            {key: _flat(agg.hist) for key, agg in keys.items() if agg.hist} for keys in partial.by
+        )
+        self.regs: tuple[dict[str, FlatPairs], ...] = tuple(
+            {key: _flat(agg.regs) for key, agg in keys.items() if agg.regs} for keys in partial.by
+        )
+
+
+def _flat(mapping: Mapping[int, int]) -> FlatPairs:
+    return tuple(chain.from_iterable(mapping.items()))
 
 
 @dataclass(slots=True)
-class KeyTotals:
-    """One key's window: running count and histogram, sliding distinct registers."""
+class KeyDetail:
+    """A key's window histogram and sliding distinct registers."""
 
-    count: int = 0
     hist: quantiles.Histogram = field(default_factory=dict)
     regs: SlidingRegisters = field(default_factory=SlidingRegisters)
+    asked: int = 0
+    """The advance count when it was last asked for."""
+
+
+class TopKeys:
+    """Exact top keys of one dimension by (count descending, key), kept cheaply.
+
+    ``candidates`` holds exactly the keys ranked at or above ``threshold`` (a
+    (-count, key) pair) by their current counts.  A key that did not change stays
+    on its side of the threshold, so after a tick only the changed keys need a
+    look.  While at least ``n`` candidates remain, the top ``n`` are among them;
+    otherwise (or when they grow too many) one full pass picks new candidates.
+    """
+
+    __slots__ = ("_candidates", "_threshold", "changed")
+
+    def __init__(self) -> None:
+        self._candidates: set[str] = set()
+        self._threshold: tuple[float, str] | None = None
+        self.changed: set[str] = set()
+
+    def top(self, counts: Mapping[str, int], n: int) -> list[str]:
+        threshold = self._threshold
+        candidates = self._candidates
+        if threshold is not None:
+            for key in self.changed:
+                count = counts.get(key)
+                if count is not None and (-count, key) <= threshold:
+                    candidates.add(key)
+                else:
+                    candidates.discard(key)
+        self.changed.clear()
+        margin = max(64, 8 * n)
+        too_few = len(candidates) < n and threshold is not None and threshold[0] != _EVERY
+        if threshold is None or too_few or len(candidates) > 4 * margin:
+            best = heapq.nsmallest(margin, ((-count, key) for key, count in counts.items()))
+            self._threshold = best[-1] if len(best) == margin else (_EVERY, "")
+            candidates = self._candidates = {key for _, key in best}
+        ranked = heapq.nsmallest(n, ((-counts[key], key) for key in candidates))
+        return [key for _, key in ranked]
+
+
+_EVERY = float("inf")
+"""A threshold that every key meets: there are fewer keys than the margin."""
 
 
 class RollingWindow:
@@ -40,7 +123,7 @@ class RollingWindow:
         self.window_seconds = window_seconds
         self.bucket_seconds = bucket_seconds
         self.range: WindowRange | None = None
-        self._entries: dict[Hashable, Partial] = {}
+        self._entries: dict[Hashable, _Stored] = {}
         self._by_bucket: dict[int, set[Hashable]] = {}
         self.count = 0
         self.vcount = 0
@@ -48,7 +131,11 @@ class RollingWindow:
         self.hist: quantiles.Histogram = {}
         self.dropped: dict[str, int] = {}
         self.series: dict[int, int] = {}
-        self.keys: tuple[dict[str, KeyTotals], ...] = tuple({} for _ in range(dimensions))
+        self.key_counts: tuple[dict[str, int], ...] = tuple({} for _ in range(dimensions))
+        """Per dimension, every key's count over the window."""
+        self._details: tuple[dict[str, KeyDetail], ...] = tuple({} for _ in range(dimensions))
+        self._tops = tuple(TopKeys() for _ in range(dimensions))
+        self._advances = 0
         self._max = SlidingMax()
         self._neg_min = SlidingMax()
         self._regs = SlidingRegisters()
@@ -63,12 +150,12 @@ class RollingWindow:
             self._forget(entry)
             return
         previous = self._entries.get(entry)
-        self._entries[entry] = partial
-        self._by_bucket.setdefault(bucket, set()).add(entry)
         if previous is not None and previous.bucket != bucket:
             raise ValueError(f"entry {entry!r} moved from bucket {previous.bucket} to {bucket}")
+        stored = self._entries[entry] = _Stored(partial)
+        self._by_bucket.setdefault(bucket, set()).add(entry)
         if window is not None and bucket < window.end:
-            self._account(partial, +1)
+            self._account(stored, +1)
             if previous is not None:
                 self._account(previous, -1)
 
@@ -82,14 +169,23 @@ class RollingWindow:
         for bucket in self._buckets_between(old.start if old else None, new.start):
             active = old is not None and bucket < old.end
             for entry in self._by_bucket.pop(bucket, set()):
-                partial = self._entries.pop(entry)
+                stored = self._entries.pop(entry)
                 if active:
-                    self._account(partial, -1)
+                    self._account(stored, -1)
         for bucket in self._buckets_between(old.end if old else None, new.end):
             if bucket >= new.start:
                 for entry in self._by_bucket.get(bucket, ()):
                     self._account(self._entries[entry], +1)
         self.range = new
+        self._advances += 1
+        for details in self._details:
+            idle = [
+                key
+                for key, detail in details.items()
+                if self._advances - detail.asked > DETAIL_IDLE_ADVANCES
+            ]
+            for key in idle:
+                del details[key]
         return new
 
     # -- queries -----------------------------------------------------------
@@ -104,9 +200,17 @@ class RollingWindow:
         negated = self._neg_min.max_since(self._start())
         return None if negated is None else -negated
 
+    def top_keys(self, dim: int, n: int) -> list[str]:
+        """The ``n`` keys of dimension ``dim`` with the highest counts (ties by key)."""
+        return self._tops[dim].top(self.key_counts[dim], n)
+
     def key_distinct(self, dim: int, key: str) -> int:
-        totals = self.keys[dim].get(key)
-        return 0 if totals is None else totals.regs.estimate_since(self._start())
+        detail = self._detail(dim, key)
+        return 0 if detail is None else detail.regs.estimate_since(self._start())
+
+    def key_hist(self, dim: int, key: str) -> quantiles.Histogram:
+        detail = self._detail(dim, key)
+        return {} if detail is None else detail.hist
 
     def entries(self) -> int:
         return len(self._entries)
@@ -118,6 +222,42 @@ class RollingWindow:
             raise RuntimeError("the window has not been advanced yet")
         return self.range.start
 
+    def _detail(self, dim: int, key: str) -> KeyDetail | None:
+        """The key's histogram and registers, built from the stored partials the
+        first time they are asked for."""
+        span = self.range
+        if span is None:
+            raise RuntimeError("the window has not been advanced yet")
+        if key not in self.key_counts[dim]:
+            return None
+        details = self._details[dim]
+        detail = details.get(key)
+        if detail is None:
+            hist: quantiles.Histogram = {}
+            contributions: list[tuple[int, FlatPairs]] = []
+            for stored in self._entries.values():
+                if span.start <= stored.bucket < span.end:
+                    own = stored.hists[dim].get(key)
+                    if own:
+                        quantiles.add_into(hist, own)
+                    regs = stored.regs[dim].get(key)
+                    if regs:
+                        contributions.append((stored.bucket, regs))
+            built = SlidingRegisters.built(contributions, span.start)
+            detail = details[key] = KeyDetail(hist, built)
+        detail.asked = self._advances
+        return detail
+
+    @staticmethod
+    def _add_detail(detail: KeyDetail, stored: _Stored, dim: int, key: str, sign: int) -> None:
+        hist = stored.hists[dim].get(key)
+        if hist:
+            quantiles.add_into(detail.hist, hist, sign)
+        if sign > 0:
+            regs = stored.regs[dim].get(key)
+            if regs:
+                detail.regs.add(stored.bucket, regs)
+
     def _buckets_between(self, low: int | None, high: int) -> list[int]:
         """Tracked buckets in [low, high); all tracked below ``high`` when low is None."""
         if low is None or (high - low) // self.bucket_seconds > len(self._by_bucket):
@@ -125,13 +265,13 @@ class RollingWindow:
         return [b for b in range(low, high, self.bucket_seconds) if b in self._by_bucket]
 
     def _forget(self, entry: Hashable) -> None:
-        partial = self._entries.pop(entry, None)
-        if partial is not None:
-            self._by_bucket.get(partial.bucket, set()).discard(entry)
+        stored = self._entries.pop(entry, None)
+        if stored is not None:
+            self._by_bucket.get(stored.bucket, set()).discard(entry)
 
-    def _account(self, partial: Partial, sign: int) -> None:
-        total = partial.total
-        bucket = partial.bucket
+    def _account(self, stored: _Stored, sign: int) -> None:
+        total = stored.total
+        bucket = stored.bucket
         self.count += sign * total.count
         self.vcount += sign * total.vcount
         self.vsum += sign * total.vsum
@@ -141,7 +281,7 @@ class RollingWindow:
             self.series[bucket] = series
         else:
             self.series.pop(bucket, None)
-        for reason, dropped in partial.dropped.items():
+        for reason, dropped in stored.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + sign * dropped
         if sign > 0:
             if total.vcount:
@@ -149,14 +289,17 @@ class RollingWindow:
                 self._neg_min.add(bucket, -total.vmin)
             if total.regs:
                 self._regs.add(bucket, total.regs)
-        for dim_keys, totals_of in zip(partial.by, self.keys, strict=True):
-            for key, agg in dim_keys.items():
-                totals = totals_of.get(key)
-                if totals is None:
-                    totals = totals_of[key] = KeyTotals()
-                totals.count += sign * agg.count
-                quantiles.add_into(totals.hist, agg.hist, sign)
-                if sign > 0 and agg.regs:
-                    totals.regs.add(bucket, agg.regs)
-                if totals.count == 0:
-                    del totals_of[key]
+        for dim, counts in enumerate(stored.counts):
+            key_counts = self.key_counts[dim]
+            details = self._details[dim]
+            for key, count in counts.items():
+                now = key_counts.get(key, 0) + sign * count
+                if now:
+                    key_counts[key] = now
+                else:
+                    del key_counts[key]
+                    details.pop(key, None)
+            self._tops[dim].changed.update(counts)
+            if details:
+                for key in details.keys() & counts.keys():
+                    self._add_detail(details[key], stored, dim, key, sign)
