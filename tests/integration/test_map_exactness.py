@@ -59,11 +59,16 @@ TIMINGS = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
 RATE = 250  # messages per second
 BEFORE_S = 10.0  # streaming before the failure
 AFTER_S = 15.0  # streaming after it
+AFTER_MIN_S = 8.0  # however long the failure took
 CATCH_UP_S = 90.0
-FREEZE_ATTEMPTS = 150
+FREEZE_ATTEMPTS = 400  # about 3 % of freezes land between store and commit
 
 Scenario = tuple[Cluster, SnapshotRecorder]
-scenario = cluster_scenario(TIMINGS, extra=pod_environment(window_seconds=600))
+# Flushing every 0.1 s (not 0.5 s) makes the moments between a flush's store and its
+# commit five times as frequent, so the freeze below catches one sooner.
+scenario = cluster_scenario(
+    TIMINGS, extra=pod_environment(window_seconds=600) | {"AGG_FLUSH_INTERVAL_SECONDS": "0.1"}
+)
 
 
 async def stream_through(
@@ -85,7 +90,7 @@ async def stream_through(
     started = time.monotonic()
     await asyncio.sleep(BEFORE_S)
     await failure(rng)
-    await asyncio.sleep(max(0.0, BEFORE_S + AFTER_S - (time.monotonic() - started)))
+    await asyncio.sleep(max(AFTER_MIN_S, BEFORE_S + AFTER_S - (time.monotonic() - started)))
     await producer.stop()
     print(f"produced {len(producer.delivered)} in {time.monotonic() - started:.1f} s")
 
@@ -122,7 +127,7 @@ async def frozen_with_uncommitted_partials(
     )
     try:
         async with committed_offsets(kafka.bootstrap, f"{config.prefix}-group") as committed:
-            for _ in range(FREEZE_ATTEMPTS):
+            for attempt in range(1, FREEZE_ATTEMPTS + 1):
                 victim.signal(signal.SIGSTOP)
                 for partition in partitions:
                     stored = await store.load(config.topic, partition)
@@ -131,9 +136,10 @@ async def frozen_with_uncommitted_partials(
                         continue
                     await asyncio.sleep(0.5)  # a commit sent just before the freeze may land
                     if highest >= (await committed()).get(partition, 0):
+                        print(f"freeze {attempt} caught partition {partition} uncommitted")
                         return partition
                 victim.signal(signal.SIGCONT)
-                await asyncio.sleep(rng.uniform(0.0, 0.2))
+                await asyncio.sleep(rng.uniform(0.0, 0.1))
     finally:
         await client.shutdown()
     return None
