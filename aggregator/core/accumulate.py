@@ -29,6 +29,10 @@ from aggregator.core.partial import Partial
 SKIPPED = "skipped"
 """Outcome of a message that an earlier pass already counted."""
 
+BUFFER_LIMIT = 65_536
+"""Events a partition buffers before merging them into its partials on its own,
+so memory stays bounded whatever the rate and the flush interval (a few MB)."""
+
 Outcome = Reject | Timeliness | str | None
 """None: counted; a Reject or Timeliness: dropped for that reason; SKIPPED: replayed."""
 
@@ -36,7 +40,7 @@ Outcome = Reject | Timeliness | str | None
 class PartitionState:
     """Partials of one source partition, and what is folded but not yet rolled up."""
 
-    __slots__ = ("_buffer", "_drops", "_offsets", "dimensions", "dirty", "partials")
+    __slots__ = ("_buffer", "_drops", "_offsets", "buffered", "dimensions", "dirty", "partials")
 
     def __init__(self, dimensions: int) -> None:
         self.dimensions = dimensions
@@ -44,6 +48,8 @@ class PartitionState:
         self.dirty: set[int] = set()
         self._buffer: dict[int, dict[tuple[str, ...], Combo]] = {}
         self._offsets: dict[int, int] = {}
+        self.buffered = 0
+        """Events folded since the last roll-up (the buffer holds each one)."""
         self._drops: dict[int, dict[str, int]] = {}
 
     def load(self, partials: Iterable[Partial]) -> None:
@@ -77,6 +83,9 @@ class PartitionState:
             combo.append(value)
             combo.append(device)
         self._offsets[bucket] = offset
+        self.buffered += 1
+        if self.buffered >= BUFFER_LIMIT:
+            self.merge_buffer()
 
     def add_drop(self, bucket: int, offset: int, reason: str) -> None:
         drops = self._drops.get(bucket)
@@ -87,6 +96,12 @@ class PartitionState:
 
     def roll_up(self) -> list[Partial]:
         """Merge the buffer into the partials; return every partial not yet stored."""
+        self.merge_buffer()
+        return [self.partials[bucket] for bucket in sorted(self.dirty)]
+
+    def merge_buffer(self) -> None:
+        """Merge the buffer into the partials (they become dirty: not yet stored)."""
+        self.buffered = 0
         for bucket, offset in self._offsets.items():
             partial = self.partials.get(bucket)
             if partial is None:
@@ -99,7 +114,6 @@ class PartitionState:
             partial.offset = max(partial.offset, offset)
             self.dirty.add(bucket)
         self._offsets.clear()
-        return [self.partials[bucket] for bucket in sorted(self.dirty)]
 
     def stored(self, buckets: Iterable[int]) -> None:
         """The store holds these buckets' partials as they are now."""
@@ -184,6 +198,9 @@ class MapFolder:
             combo.append(raw.value)
             combo.append(raw.device)
         state._offsets[bucket] = offset
+        state.buffered += 1
+        if state.buffered >= BUFFER_LIMIT:
+            state.merge_buffer()
         return None
 
     def _drop(
