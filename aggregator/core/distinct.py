@@ -134,7 +134,8 @@ class SlidingMax:
 
 def _pairs(registers: Mapping[int, int] | FlatPairs) -> Iterable[tuple[int, int]]:
     if isinstance(registers, tuple):
-        return zip(registers[::2], registers[1::2], strict=False)  # even length
+        flat = iter(registers)
+        return zip(flat, flat, strict=False)  # consecutive items: even length
     return registers.items()
 
 
@@ -198,9 +199,10 @@ class SlidingRegisters:
         beats every rank at a later or equal time, which is ``SlidingMax``'s order."""
         kept: dict[int, list[int]] = {}  # newest first while building: rank, time, ...
         best: dict[int, int] = {}
+        best_of = best.get
         for time, registers in sorted(contributions, key=_time_of, reverse=True):
             for register, rank in _pairs(registers):
-                if rank > best.get(register, 0):
+                if rank > best_of(register, 0):
                     best[register] = rank
                     found = kept.get(register)
                     if found is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import math
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from itertools import repeat
+from itertools import chain, repeat
 from operator import mul
 
 from aggregator.core.types import FlatPairs
@@ -69,7 +69,8 @@ def add_into(
     """target += sign * source, dropping bins that reach zero."""
     pairs: Iterable[tuple[int, int]]
     if isinstance(source, tuple):
-        pairs = zip(source[::2], source[1::2], strict=False)  # even length
+        flat = iter(source)
+        pairs = zip(flat, flat, strict=False)  # consecutive items: even length
     else:
         pairs = source.items()
     for index, count in pairs:
@@ -78,6 +79,16 @@ def add_into(
             target[index] = total
         else:
             target.pop(index, None)
+
+
+def summed(parts: Iterable[FlatPairs]) -> Histogram:
+    """The sum of histograms given as flat (bin, count, ...) tuples."""
+    hist: Histogram = {}
+    count_of = hist.get
+    flat = chain.from_iterable(parts)
+    for index, count in zip(flat, flat, strict=False):  # consecutive items
+        hist[index] = count_of(index, 0) + count
+    return hist
 
 
 def nearest_rank(q: float, n: int) -> int:

@@ -233,18 +233,19 @@ class RollingWindow:
         details = self._details[dim]
         detail = details.get(key)
         if detail is None:
-            hist: quantiles.Histogram = {}
+            hists: list[FlatPairs] = []
             contributions: list[tuple[int, FlatPairs]] = []
             for stored in self._entries.values():
                 if span.start <= stored.bucket < span.end:
-                    own = stored.hists[dim].get(key)
-                    if own:
-                        quantiles.add_into(hist, own)
+                    hist = stored.hists[dim].get(key)
+                    if hist:
+                        hists.append(hist)
                     regs = stored.regs[dim].get(key)
                     if regs:
                         contributions.append((stored.bucket, regs))
-            built = SlidingRegisters.built(contributions, span.start)
-            detail = details[key] = KeyDetail(hist, built)
+            detail = details[key] = KeyDetail(
+                quantiles.summed(hists), SlidingRegisters.built(contributions, span.start)
+            )
         detail.asked = self._advances
         return detail
 
