@@ -24,20 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.pods import running_pods
 from tests.integration.cluster_harness import (
     Cluster,
-    ClusterConfig,
     Failover,
     SnapshotRecorder,
     Timings,
     fail_leader,
     fencing_violations,
-    wait_for_holder,
 )
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Failover"
-NAMESPACE = "default"
 PODS = 3
 GRACEFUL_BOUND_S = 3.0
 
@@ -77,30 +75,6 @@ def servers(*, kube: bool = True) -> tuple[Path, str, list[str], str]:
     return control_plane.kubeconfig_path(), kafka_infra.BOOTSTRAP, members, hz_infra.CLUSTER_NAME
 
 
-async def create_topic(bootstrap: str, name: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 6, 1)])
-    finally:
-        await admin.close()
-
-
-async def delete_topic(bootstrap: str, name: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([name])
-    except Exception as error:  # cleanup only
-        print(f"  (could not delete topic {name}: {error})", file=sys.stderr)
-    finally:
-        await admin.close()
-
-
 async def replace(cluster: Cluster, recorder: SnapshotRecorder) -> None:
     pod = cluster.start()
     await pod.wait_up()
@@ -108,32 +82,14 @@ async def replace(cluster: Cluster, recorder: SnapshotRecorder) -> None:
 
 
 async def measure(timings: Timings, runs: int, logs: Path) -> list[Failover]:
-    from infra.kube import control_plane
-
     kubeconfig, bootstrap, members, cluster_name = servers()
     prefix = f"bench{secrets.token_hex(3)}"
-    topic = f"{prefix}-events"
-    await create_topic(bootstrap, topic)
-    config = ClusterConfig(
-        kubeconfig=kubeconfig,
-        namespace=NAMESPACE,
-        kafka_bootstrap=bootstrap,
-        topic=topic,
-        hazelcast_members=members,
-        hazelcast_cluster_name=cluster_name,
-        timings=timings,
-        prefix=prefix,
-    )
-    cluster = Cluster(config, logs / prefix)
     recorder = SnapshotRecorder()
     results: list[Failover] = []
-    try:
-        for pod in await cluster.start_many(PODS):
-            recorder.watch(pod)
-        await wait_for_holder(
-            control_plane.kubectl, NAMESPACE, config.lease_name, lambda h: h.startswith(prefix),
-            timeout_s=timings.lease_s + 30,
-        )  # fmt: skip
+    async with running_pods(
+        prefix, PODS, recorder, kubeconfig=kubeconfig, bootstrap=bootstrap, members=members,
+        cluster_name=cluster_name, logs=logs, timings=timings,
+    ) as cluster:  # fmt: skip
         for run in range(runs):
             for sig, bound in (
                 (signal.SIGTERM, GRACEFUL_BOUND_S),
@@ -151,15 +107,6 @@ async def measure(timings: Timings, runs: int, logs: Path) -> list[Failover]:
         problems = fencing_violations(recorder.mine(prefix))
         if problems:
             print("  FENCING VIOLATIONS:\n  " + "\n  ".join(problems), file=sys.stderr)
-    except BaseException:
-        print(cluster.report(), file=sys.stderr)
-        raise
-    finally:
-        await recorder.close()
-        cluster.close()
-        control_plane.kubectl("delete", "lease", config.lease_name, "-n", NAMESPACE,
-                              "--ignore-not-found")  # fmt: skip
-        await delete_topic(bootstrap, topic)
     return results
 
 

@@ -32,17 +32,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from aggregator.adapters.kafka.topics import ensure_topic
-from bench.kafka_load import BATCH_BYTES, delete_topics
+from bench.kafka_load import BATCH_BYTES
+from bench.pods import PARTITIONS, running_pods
 from bench.workload import EventPool
-from tests.integration.cluster_harness import (
-    Cluster,
-    ClusterConfig,
-    SnapshotRecorder,
-    wait_for_holder,
-)
+from tests.integration.cluster_harness import SnapshotRecorder
 
-NAMESPACE = "default"
 GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -143,47 +137,19 @@ async def measure(
     rate: int,
     pods: int = 2,
     warmup: int = 5,
-    partitions: int = 6,
 ) -> LatencyRun:
-    from infra.kube import control_plane
-
     prefix = f"benchlat{secrets.token_hex(3)}"
-    topic = f"{prefix}-events"
-    await ensure_topic(bootstrap, topic, partitions=partitions)
-    config = ClusterConfig(
-        kubeconfig=kubeconfig,
-        namespace=NAMESPACE,
-        kafka_bootstrap=bootstrap,
-        topic=topic,
-        hazelcast_members=members,
-        hazelcast_cluster_name=cluster_name,
-        reduce_tick_s=1.0,
-        prefix=prefix,
-    )
-    cluster = Cluster(config, logs / prefix)
     recorder = SeriesRecorder()
-    try:
-        started = await cluster.start_many(pods)
-        for pod in started:
-            recorder.watch(pod)
-        await wait_for_holder(
-            control_plane.kubectl, NAMESPACE, config.lease_name, lambda h: h.startswith(prefix),
-            timeout_s=60,
-        )  # fmt: skip
+    async with running_pods(
+        prefix, pods, recorder, kubeconfig=kubeconfig, bootstrap=bootstrap, members=members,
+        cluster_name=cluster_name, logs=logs, reduce_tick_s=1.0,
+    ) as cluster:  # fmt: skip
         await recorder.wait_for(lambda s: s.leader.startswith(prefix), 60, "a first snapshot")
-        batches = await _send_batches(bootstrap, topic, rate, warmup + seconds, partitions)
+        topic = cluster.config.topic
+        batches = await _send_batches(bootstrap, topic, rate, warmup + seconds, PARTITIONS)
         await asyncio.sleep(4.0)  # the last batch reaches the dashboards
-    except BaseException:
-        print(cluster.report())
-        raise
-    finally:
-        await recorder.close()
-        cluster.close()
-        control_plane.kubectl("delete", "lease", config.lease_name, "-n", NAMESPACE,
-                              "--ignore-not-found")  # fmt: skip
-        await delete_topics(bootstrap, prefix)
     measured = batches[warmup:]
-    latencies, missing = _latencies(measured, recorder.series, [p.name for p in started])
+    latencies, missing = _latencies(measured, recorder.series, [p.name for p in cluster.pods])
     return LatencyRun(
         pods=pods,
         rate=rate,

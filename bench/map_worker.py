@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -58,15 +59,19 @@ class GatedSource(KafkaSource):
             records = await super().fetch(max_records, timeout_s)
             if records and self.first_record_at is None:
                 self.first_record_at = time.time()
+            self._report_assignment()
             return records
         records = await super().fetch(1, timeout_s)  # lets the group rebalance
         for record in records:
             await self.seek(record.partition, record.offset)
-        if self.assignment() != self._reported:
-            self._reported = self.assignment()
-            emit(assigned=sorted(self._reported))
+        self._report_assignment()
         await asyncio.sleep(0.05)
         return []
+
+    def _report_assignment(self) -> None:
+        if self.assignment() != self._reported:
+            self._reported = self.assignment()
+            emit(assigned=sorted(self._reported), at=time.time(), go=self.go.is_set())
 
     async def commit(self, offsets: Mapping[int, int]) -> None:
         await super().commit(offsets)
@@ -135,8 +140,11 @@ async def run_ours() -> dict[str, Any]:
             "partials_written": store.stats.entries,
         }
         assignments.append(sorted(source.assignment()))
+        emit(go=time.time())
         while not stopping.is_set():
             samples.append((time.time(), stage.stats.records, rss_kib()))
+            if len(samples) % 20 == 0:
+                emit(progress=stage.stats.records, ready=stage.ready)
             if sorted(source.assignment()) != assignments[-1]:
                 assignments.append(sorted(source.assignment()))
             with contextlib.suppress(TimeoutError):
@@ -203,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group", help="raw: the consumer group")
     parser.add_argument("--expected", type=int, default=0, help="raw: records to read")
     args = parser.parse_args(argv)
+    logging.basicConfig(  # to stderr, the worker's log: joins, assignments, warnings
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.kind == "ours":
         result = asyncio.run(run_ours())
     else:

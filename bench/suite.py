@@ -79,7 +79,7 @@ class Plan:
             events=1_500_000,
             processes=(1, 2, 3),
             peer_tumbling_events=300_000,
-            peer_hopping_events=20_000,
+            peer_hopping_events=10_000,
             latency_seconds=60,
             latency_rate=2_000,
             latency_warmup=5,
@@ -91,17 +91,15 @@ class Plan:
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(
+        return dataclasses.replace(
+            cls.full(),
             events=150_000,
-            processes=(1, 2, 3),
             peer_tumbling_events=30_000,
             peer_hopping_events=2_000,
             latency_seconds=12,
             latency_rate=1_000,
             latency_warmup=3,
-            reduce_keys=(1_000, 10_000, 100_000),
             reduce_ticks=10,
-            failover_runs=1,
             failover_timings=Timings(4, 3, 1),
         )
 

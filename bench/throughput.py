@@ -16,7 +16,7 @@ import functools
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,16 +89,22 @@ class _Group:
         self.assigned: dict[int, list[int]] = {}
         self.changed_at = time.monotonic()
         self.done_at: dict[int, float] = {}
+        self.committed: dict[int, int] = {}
+        self.progress: dict[int, tuple[int, bool]] = {}
+        """Per worker: records folded, and whether its map stage is ready."""
         self.done = asyncio.Event()
 
     def on_line(self, worker: int, line: dict[str, Any]) -> None:
         if "assigned" in line:
             self.assigned[worker] = list(line["assigned"])
             self.changed_at = time.monotonic()
+        if "progress" in line:
+            self.progress[worker] = (int(line["progress"]), bool(line["ready"]))
         commit = line.get("commit")
         if commit is not None:
             for text, offset in commit["offsets"].items():
                 partition = int(text)
+                self.committed[partition] = max(offset, self.committed.get(partition, 0))
                 if offset >= self.ends.get(partition, 0) and partition not in self.done_at:
                     self.done_at[partition] = float(commit["at"])
             if all(p in self.done_at for p, end in self.ends.items() if end > 0):
@@ -144,8 +150,10 @@ async def run_ours(
         await _until(lambda: group.settled(processes), 90, "the consumer group to settle", workers)
         for worker in workers:
             worker.send("go")
-        budget = 120 + records / 5_000  # even at 5k events/s it finishes
-        await _until(group.done.is_set, budget, "every record to be committed", workers)
+        budget = 60 + records / 20_000  # 20k events/s at the very least
+        await _until(group.done.is_set, budget, "every record to be committed", workers,
+                     lambda: f"committed {group.committed} of {group.ends}; assignments "
+                             f"{group.assigned}; (folded, ready) {group.progress}")  # fmt: skip
         for worker in workers:
             worker.send("stop")
         results = [await worker.finish(60) for worker in workers]
@@ -245,7 +253,13 @@ async def run_peer(
     )
 
 
-async def _until(condition: Any, timeout_s: float, what: str, workers: list[Child]) -> None:
+async def _until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    workers: list[Child],
+    state: Callable[[], str] = lambda: "",
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         dead = [w for w in workers if not w.alive()]
@@ -254,5 +268,8 @@ async def _until(condition: Any, timeout_s: float, what: str, workers: list[Chil
                 f"a benchmark worker exited while waiting for {what}:\n{dead[0].tail()}"
             )
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no {what} within {timeout_s:.0f} s")
+            logs = ", ".join(str(w.log) for w in workers)
+            raise RuntimeError(
+                f"waited {timeout_s:.0f} s for {what}, in vain; {state()} (logs: {logs})"
+            )
         await asyncio.sleep(0.05)
