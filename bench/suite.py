@@ -358,7 +358,7 @@ def draw(results: Results, path: Path) -> bool:
         values.append(run_.per_process_events_per_s)
         colours.append("#2a6fdb")
     for peer in results.peers:
-        names.append(peer.name.replace("Quix Streams, ", "Quix:\n"))
+        names.append(peer.label)
         values.append(peer.events_per_s)
         colours.append("#e07b39")
     if values:
@@ -392,6 +392,8 @@ def draw(results: Results, path: Path) -> bool:
         memory = tick_ax.twinx()
         memory.plot(keys, [s.rss_kib / 1024 for s in results.reduce], "^:", color="#777777")
         memory.set_ylabel("RSS, MiB (dotted)")
+        memory.set_ylim(bottom=0, top=1.2 * max(s.rss_kib / 1024 for s in results.reduce))
+        tick_ax.set_ylim(bottom=0)
         tick_ax.legend(loc="upper left", fontsize=8)
     tick_ax.set_title("Reduce tick vs keys (300 buckets; dashed: p99 target)")
 
@@ -405,7 +407,7 @@ def draw(results: Results, path: Path) -> bool:
         )
         rss_ax.set_xlabel("million events folded")
         rss_ax.set_ylabel("RSS, MiB")
-        rss_ax.set_ylim(bottom=0)
+        rss_ax.set_ylim(bottom=0, top=1.2 * max(kib / 1024 for _, _, kib in one.rss))
     rss_ax.set_title("Map process RSS as events flow (1 process, fixed keys)")
 
     fig.tight_layout()

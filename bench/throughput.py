@@ -75,6 +75,8 @@ class Rate:
     records: int
     seconds: float
     max_rss_kib: int = 0
+    label: str = ""
+    """A short name, for the figure."""
 
     @property
     def events_per_s(self) -> float:
@@ -243,13 +245,16 @@ async def run_peer(
         await delete_topics(bootstrap, group)  # its changelog topics
     if step_ms >= window_ms:
         kind = f"{window_ms / 1000:g} s tumbling window"
+        label = f"Quix, {window_ms / 1000:g} s\ntumbling"
     else:
         kind = f"{window_ms / 60_000:g} min hopping window, {step_ms / 1000:g} s step"
+        label = f"Quix, {window_ms / 60_000:g} min\nhopping, {step_ms / 1000:g} s step"
     return Rate(
         f"Quix Streams, {kind}",
         int(result["processed"]),
         result["committed_at"] - result["first_record_at"],
         int(result["max_rss_kib"]),
+        label,
     )
 
 
