@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import shutil
 import tempfile
 import time
@@ -25,7 +26,8 @@ from bench.kafka_load import delete_topics
 from bench.proc import REPO, Child, python_module
 from tests.integration.cluster_harness import clean_environment
 
-PEER_PYTHON = REPO / ".venv-peer" / "bin" / "python"
+PEER_PYTHON = Path(os.environ.get("BENCH_PEER_PYTHON", REPO / ".venv-peer" / "bin" / "python"))
+"""The peer's interpreter (its own environment; ``make bench`` builds it)."""
 SETTLE_S = 1.0
 """The group must keep one assignment this long before ``go``."""
 
