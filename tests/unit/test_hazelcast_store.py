@@ -196,3 +196,30 @@ def test_keys_parse_from_the_right_and_partition_ranges_are_tight() -> None:
     outside = [partial_key(PartialKey("crashes", p, 0)) for p in (0, 10, 11, 2)]
     assert all(prefix <= k < prefix_end(prefix) for k in inside)
     assert not any(prefix <= k < prefix_end(prefix) for k in outside)
+
+
+async def test_a_client_that_fails_to_start_after_the_probe_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hazelcast.asyncio import HazelcastClient
+    from hazelcast.errors import HazelcastError
+
+    from aggregator.adapters.hazelcast.connection import connect
+    from aggregator.ports.store import StoreUnavailable
+
+    class Probe:
+        async def shutdown(self) -> None:
+            return None
+
+    started: list[str] = []
+
+    async def create_and_start(**config: object) -> Probe:
+        started.append(str(config["client_name"]))
+        if str(config["client_name"]).endswith("-probe"):
+            return Probe()
+        raise HazelcastError("Listener cannot be added")
+
+    monkeypatch.setattr(HazelcastClient, "create_and_start", create_and_start)
+    with pytest.raises(StoreUnavailable, match="Listener cannot be added"):
+        await connect(["127.0.0.1:5701"], "dev", client_name="pod_x")
+    assert started == ["pod_x-probe", "pod_x"]

@@ -109,7 +109,15 @@ async def connect(
             f"accepted a connection within {connect_timeout_s:g} s ({error})"
         ) from error
     await probe.shutdown()
-    client = await HazelcastClient.create_and_start(**config)
+    try:
+        client = await HazelcastClient.create_and_start(**config)
+    except HazelcastError as error:
+        # A member restarting between the probe and now can fail the start
+        # (e.g. "Listener cannot be added"); the caller retries.
+        raise StoreUnavailable(
+            f"Hazelcast cluster {cluster_name!r} answered, then the client failed to "
+            f"start: {type(error).__name__}: {error}"
+        ) from error
     _log.info("connected to Hazelcast cluster %r as %s", cluster_name, client_name)
     return client
 
