@@ -15,7 +15,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from aggregator.core.accumulate import SKIPPED, FoldSettings, MapFolder
+from aggregator.core.accumulate import FoldSettings, MapFolder
 from aggregator.core.events import Reject, Timeliness
 from aggregator.ports.clock import Clock
 from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, SourceUnavailable
@@ -138,25 +138,22 @@ class MapStage:
                 delay = min(delay * 2, 10.0)
 
     def _fold(self, records: list[SourceRecord]) -> None:
-        fold = self.folder.fold
+        if not records:
+            return
         stats = self.stats
-        dropped = stats.dropped
-        next_offsets = self._next_offsets
-        for record in records:
-            outcome = fold(record.partition, record.offset, record.timestamp, record.value)
-            if outcome is None:
-                stats.counted += 1
-            elif outcome == SKIPPED:
-                stats.skipped += 1
-            else:
-                reason = str(outcome)
+        read_to: dict[int, int] = {}
+        counted, skipped, rejected = self.folder.fold_many(records, read_to)
+        stats.counted += counted
+        stats.skipped += skipped
+        if rejected:
+            dropped = stats.dropped
+            for _, reason in rejected:
                 dropped[reason] = dropped.get(reason, 0) + 1
-                if self._dead_letters is not None:
-                    self._dlq.append((record, reason))
-            next_offsets[record.partition] = record.offset + 1
-        if records:
-            stats.records += len(records)
-            self._uncommitted.update(r.partition for r in records)
+            if self._dead_letters is not None:
+                self._dlq.extend(rejected)
+        stats.records += len(records)
+        self._next_offsets.update(read_to)
+        self._uncommitted.update(read_to)
 
     # -- flushing ------------------------------------------------------------
 
