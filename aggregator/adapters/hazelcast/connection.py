@@ -101,25 +101,26 @@ async def connect(
         "client_name": f"{client_name}-probe",
         "cluster_connect_timeout": connect_timeout_s,
     }
-    try:
-        probe = await HazelcastClient.create_and_start(**probe_config)
-    except HazelcastError as error:
-        raise StoreUnavailable(
-            f"no member of Hazelcast cluster {cluster_name!r} at {', '.join(members)} "
-            f"accepted a connection within {connect_timeout_s:g} s ({error})"
-        ) from error
+    probe = await _start(
+        probe_config,
+        f"no member of Hazelcast cluster {cluster_name!r} at {', '.join(members)} "
+        f"accepted a connection within {connect_timeout_s:g} s",
+    )
     await probe.shutdown()
-    try:
-        client = await HazelcastClient.create_and_start(**config)
-    except HazelcastError as error:
-        # A member restarting between the probe and now can fail the start
-        # (e.g. "Listener cannot be added"); the caller retries.
-        raise StoreUnavailable(
-            f"Hazelcast cluster {cluster_name!r} answered, then the client failed to "
-            f"start: {type(error).__name__}: {error}"
-        ) from error
+    # A member restarting between the probe and now can still fail the start
+    # (e.g. "Listener cannot be added"); the caller retries.
+    client = await _start(
+        config, f"Hazelcast cluster {cluster_name!r} answered, then the client failed to start"
+    )
     _log.info("connected to Hazelcast cluster %r as %s", cluster_name, client_name)
     return client
+
+
+async def _start(config: dict[str, Any], failure: str) -> HazelcastClient:
+    try:
+        return await HazelcastClient.create_and_start(**config)
+    except HazelcastError as error:
+        raise StoreUnavailable(f"{failure}: {type(error).__name__}: {error}") from error
 
 
 @contextlib.contextmanager
