@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 
-@dataclass(slots=True)
-class SourceRecord:
+
+class SourceRecord(msgspec.Struct, gc=False):
     """One message of the log; treat it as immutable.
 
-    Not ``frozen``: a frozen dataclass sets every field through
-    ``object.__setattr__``, which makes building one about three times slower,
-    and a source builds one per message (about 7 % of the map stage's time at
-    100k events/s); nothing changes a record after it is built.
+    A msgspec ``Struct``, not a dataclass: a source builds one per message, and a
+    Struct is built in C, about three times faster than a slotted dataclass (whose
+    ``__init__`` is Python; a frozen one is three times slower again).  Not
+    tracked by the garbage collector (``gc=False``: a record holds only numbers,
+    bytes and tuples of them, so it can be part of no cycle): a fetch of 5,000
+    records adds nothing to the collector's passes.  Nothing changes a record
+    after it is built.
     """
 
     partition: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aggregator.ports.source import SourceRecord
@@ -11,11 +10,10 @@ from aggregator.ports.source import SourceRecord
 Headers = tuple[tuple[str, bytes], ...]
 
 
-@dataclass(slots=True)
-class KafkaRecord(SourceRecord):
+class KafkaRecord(SourceRecord, gc=False):
     """A ``SourceRecord`` that also keeps the message key and headers, so the dead
-    letter topic can receive the message unchanged (not frozen, for speed, like
-    ``SourceRecord``)."""
+    letter topic can receive the message unchanged (a Struct built in C, untracked
+    by the garbage collector, like ``SourceRecord``)."""
 
     key: bytes | None = None
     headers: Headers = ()
@@ -29,7 +27,7 @@ def to_records(partition: int, messages: Sequence[Any]) -> list[SourceRecord]:
             partition,
             message.offset,
             message.timestamp / 1000,
-            b"" if message.value is None else message.value,
+            message.value or b"",  # None (a tombstone) as no bytes
             message.key,
             tuple(message.headers),
         )
