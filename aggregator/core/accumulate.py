@@ -157,6 +157,12 @@ class FoldSettings:
     future_seconds: float
     max_message_bytes: int
 
+    @property
+    def retention_seconds(self) -> float:
+        """How long a bucket's partial is kept (the map stage's expiry and the
+        store's TTL): the window, the grace for late events and a minute more."""
+        return self.window_seconds + self.grace_seconds + 60
+
 
 class MapFolder:
     """Decode, judge and fold messages of any number of partitions."""

@@ -65,7 +65,7 @@ class MapStage:
         self._stopping = asyncio.Event()
         self._store_ok = True
         self._source_ok = False
-        self._retention = int(settings.window_seconds + settings.grace_seconds) + 60
+        self._retention = int(settings.retention_seconds)
 
     # -- health --------------------------------------------------------------
 

@@ -71,9 +71,7 @@ class DemoCluster:
         self.clock = SystemClock()
         fold = settings.fold
         self.log = MemoryLog(self.clock, topic, partitions)
-        self.store = MemoryStoreServer(
-            self.clock, ttl_s=fold.window_seconds + fold.grace_seconds + 60
-        )
+        self.store = MemoryStoreServer(self.clock, ttl_s=fold.retention_seconds)
         self.lease = MemoryLeaseServer()
         self.bus = MemoryBus()
         self.registry = MemoryMembers(self.clock)

@@ -96,14 +96,18 @@ def kafka_source(
     )
 
 
+def scoped(settings: Settings, structure: str) -> str:
+    """The name of a Hazelcast map or topic in this deployment's scope."""
+    return f"{structure}.{settings.hazelcast_scope}"
+
+
 def partial_store(settings: Settings, hazelcast: Any, identity: str) -> HazelcastStore:
-    """The pod's partial store: entries live for window + grace + a minute."""
-    retention = settings.window_seconds + settings.grace_seconds + 60
+    """The pod's partial store: entries live as long as the map stage keeps them."""
     return HazelcastStore(
         hazelcast,
         writer=identity,
-        ttl_s=retention,
-        map_name=f"partials.{settings.hazelcast_scope}",
+        ttl_s=pod_settings(settings).fold.retention_seconds,
+        map_name=scoped(settings, "partials"),
     )
 
 
@@ -192,7 +196,6 @@ async def _run(settings: Settings) -> int:
     await _check_lease_access(lease)
     options = kafka_options(settings)
     hazelcast = await connect_store(settings, identity)
-    scope = settings.hazelcast_scope
     dead_letters = None
     if settings.kafka_dlq_topic:
         dead_letters = KafkaDeadLetters(
@@ -205,10 +208,14 @@ async def _run(settings: Settings) -> int:
     ports = PodPorts(
         source=source,
         store=partial_store(settings, hazelcast, identity),
-        feed=HazelcastFeed(hazelcast, map_name=f"partials.{scope}"),
+        feed=HazelcastFeed(hazelcast, map_name=scoped(settings, "partials")),
         lease=lease,
-        bus=HazelcastBus(hazelcast, map_name=f"results.{scope}", topic_name=f"snapshots.{scope}"),
-        registry=HazelcastMembers(hazelcast, map_name=f"members.{scope}"),
+        bus=HazelcastBus(
+            hazelcast,
+            map_name=scoped(settings, "results"),
+            topic_name=scoped(settings, "snapshots"),
+        ),
+        registry=HazelcastMembers(hazelcast, map_name=scoped(settings, "members")),
         clock=SystemClock(),
         dead_letters=dead_letters,
     )
