@@ -165,7 +165,10 @@ class Pod:
         for task in self._tasks:
             task.cancel()
         # Bounded: a task that swallows its cancellation must not hang the kill.
-        _, pending = await asyncio.wait(self._tasks, timeout=KILL_WAIT_S)
+        done, pending = await asyncio.wait(self._tasks, timeout=KILL_WAIT_S)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # a crash is irrelevant to a kill: mark it seen
         for task in pending:
             self._log.warning("task %s ignored its cancellation", task.get_name())
         await self.hub.close(GOING_AWAY)
