@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from aggregator.core.combos import Combo, add_combos
 from aggregator.core.decode import DECODE_ERRORS, Decoder, epoch_seconds
@@ -51,6 +51,18 @@ class FoldInput(Protocol):
 
 
 R = TypeVar("R", bound=FoldInput)
+
+
+class _Message(NamedTuple):
+    """One message handed to ``MapFolder.fold``."""
+
+    partition: int
+    offset: int
+    timestamp: float
+    value: bytes
+
+
+_REASONS: dict[str, Reject | Timeliness] = {r.value: r for r in (*Reject, *Timeliness)}
 
 BatchOutcome = tuple[int, int, list[tuple[R, str]]]
 """What ``MapFolder.fold_many`` did with a batch: counted, skipped, and each message
@@ -92,7 +104,7 @@ class PartitionState:
         value: float | None,
         device: str | None,
     ) -> None:
-        """Fold one event (``MapFolder.fold`` does the same inline)."""
+        """Fold one event (``MapFolder.fold_many`` does the same inline)."""
         combos = self._buffer.get(bucket)
         if combos is None:
             combos = self._buffer[bucket] = {}
@@ -187,52 +199,20 @@ class MapFolder:
         return state
 
     def fold(self, partition: int, offset: int, arrived_at: float, message: bytes) -> Outcome:
-        """Judge one message and fold it; the common case runs inline, without
-        building an ``Event`` (``PartitionState.add`` is the same fold, spelled out)."""
-        state = self.partitions.get(partition) or self.partition(partition)
-        if len(message) > self._max_bytes:
-            return self._drop(state, arrived_at, offset, Reject.TOO_LARGE)
-        try:
-            raw = self._read(message)
-        except DECODE_ERRORS as error:
-            return self._drop(state, arrived_at, offset, self.decoder.rejection(error))
-        ts = raw.ts
-        if type(ts) is not float:
-            ts = epoch_seconds(ts)
-            if ts is None:
-                return self._drop(state, arrived_at, offset, Reject.INVALID_TS)
-        if ts < arrived_at - self._oldest:
-            return self._drop(state, arrived_at, offset, Timeliness.LATE)
-        if ts > arrived_at + self._newest:
-            return self._drop(state, arrived_at, offset, Timeliness.FUTURE)
-        bs = self._bucket_seconds
-        bucket = int(ts // bs) * bs
-        partial = state.partials.get(bucket)
-        if partial is not None and offset <= partial.offset:
+        """Judge one message and fold it: ``fold_many`` of that message alone."""
+        counted, skipped, dropped = self.fold_many(
+            (_Message(partition, offset, arrived_at, message),), {}
+        )
+        if counted:
+            return None
+        if skipped:
             return SKIPPED
-        keys = self._keys(raw)
-        if None in keys:
-            keys = tuple(UNKNOWN_KEY if key is None else key for key in keys)
-        buffer = state._buffer
-        combos = buffer.get(bucket)
-        if combos is None:
-            combos = buffer[bucket] = {}
-        combo = combos.get(keys)
-        if combo is None:
-            combos[keys] = [raw.value, raw.device]
-        else:
-            combo.append(raw.value)
-            combo.append(raw.device)
-        state._offsets[bucket] = offset
-        state.buffered += 1
-        if state.buffered >= BUFFER_LIMIT:
-            state.merge_buffer()
-        return None
+        return _REASONS[dropped[0][1]]
 
     def fold_many(self, records: Iterable[R], next_offsets: dict[int, int]) -> BatchOutcome[R]:
-        """``fold`` of each record in turn, in one loop (no call, no outcome per
-        message): the same outcome for every message, tallied; ``next_offsets``
-        gets, per partition seen, the offset after its last record."""
+        """Judge and fold each record in turn, in one loop (no call, no outcome
+        per message), tallying the outcomes; ``next_offsets`` gets, per partition
+        seen, the offset after its last record."""
         counted = skipped = 0
         dropped: list[tuple[R, str]] = []
         read = self._read
