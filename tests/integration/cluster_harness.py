@@ -78,6 +78,10 @@ class Timings:
         return f"{self.lease_s:g}/{self.renew_deadline_s:g}/{self.retry_s:g}"
 
 
+SHORT_TIMINGS = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
+"""Short lease settings, so that failures and failovers fit in a test."""
+
+
 @dataclass
 class ClusterConfig:
     """What every pod of one scenario shares."""

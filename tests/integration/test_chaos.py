@@ -34,10 +34,10 @@ import pytest
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
 from tests.fixtures.kube import KubeApi
 from tests.integration.cluster_harness import (
+    SHORT_TIMINGS,
     Cluster,
     PodProcess,
     SnapshotRecorder,
-    Timings,
     cluster_scenario,
     fail_leader,
 )
@@ -56,7 +56,7 @@ pytestmark = [
     pytest.mark.timeout(420),  # the schedule takes about 2 minutes, the checks 1
 ]
 
-TIMINGS = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
+TIMINGS = SHORT_TIMINGS
 RATE = 150  # messages per second
 WINDOW_S = 900
 RANDOM_KILLS = 3

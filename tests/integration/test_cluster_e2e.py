@@ -22,10 +22,10 @@ import pytest
 
 from tests.fixtures.kube import KubeApi
 from tests.integration.cluster_harness import (
+    SHORT_TIMINGS,
     Cluster,
     Seen,
     SnapshotRecorder,
-    Timings,
     clean_environment,
     cluster_scenario,
     fail_leader,
@@ -38,7 +38,7 @@ from tests.integration.cluster_harness import (
 
 pytestmark = [pytest.mark.kube, pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 
-SHORT = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
+SHORT = SHORT_TIMINGS
 scenario = cluster_scenario(SHORT)
 
 

@@ -38,10 +38,10 @@ import pytest
 from aggregator.adapters.hazelcast import HazelcastStore, connect
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
 from tests.integration.cluster_harness import (
+    SHORT_TIMINGS,
     Cluster,
     PodProcess,
     SnapshotRecorder,
-    Timings,
     cluster_scenario,
     start_watched,
 )
@@ -55,7 +55,7 @@ from tests.integration.exactness import (
 
 pytestmark = [pytest.mark.kube, pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 
-TIMINGS = Timings(lease_s=4, renew_deadline_s=3, retry_s=1)
+TIMINGS = SHORT_TIMINGS
 RATE = 250  # messages per second
 BEFORE_S = 10.0  # streaming before the failure
 AFTER_S = 15.0  # streaming after it
