@@ -22,6 +22,10 @@ from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, Sour
 from aggregator.ports.store import PartialStore, StoreUnavailable
 
 FETCH_MAX_RECORDS = 5000
+SOURCE_CHECK_S = 5.0
+"""How long the stage may fetch nothing before it asks the source whether it can
+still be reached: a Kafka consumer's fetch returns nothing, not an error, while
+the brokers are down, so silence alone cannot tell an idle topic from an outage."""
 
 
 @dataclass
@@ -65,6 +69,8 @@ class MapStage:
         self._stopping = asyncio.Event()
         self._store_ok = True
         self._source_ok = False
+        self._heard_at = 0.0
+        """When the source last answered: records fetched, or a check passed."""
         self._retention = int(settings.retention_seconds)
 
     # -- health --------------------------------------------------------------
@@ -94,16 +100,41 @@ class MapStage:
                 records = await self._source.fetch(
                     FETCH_MAX_RECORDS, min(0.2, self._flush_interval)
                 )
-                self._source_ok = True
             except SourceUnavailable as error:
-                self._source_ok = False
-                self._log.warning("source unavailable, retrying: %s", error)
+                self._source_down(error)
                 await self._clock.sleep(1.0)
                 continue
+            if records:
+                self._source_up()
             self._fold(records)
             if self._clock.monotonic() - last_flush >= self._flush_interval:
                 await self.flush()
                 last_flush = self._clock.monotonic()
+            if not records and self._clock.monotonic() - self._heard_at >= SOURCE_CHECK_S:
+                await self.check_source()
+
+    async def check_source(self) -> bool:
+        """Ask the source for its end offsets: whether it can be reached (the stage
+        is not ready while it cannot)."""
+        try:
+            await self._source.end_offsets()
+        except SourceUnavailable as error:
+            self._source_down(error)
+            self._heard_at = self._clock.monotonic()  # the next check in SOURCE_CHECK_S
+            return False
+        self._source_up()
+        return True
+
+    def _source_up(self) -> None:
+        if not self._source_ok:
+            self._log.info("source reachable again")
+        self._source_ok = True
+        self._heard_at = self._clock.monotonic()
+
+    def _source_down(self, error: SourceUnavailable) -> None:
+        if self._source_ok:
+            self._log.warning("source unavailable; not ready until it answers: %s", error)
+        self._source_ok = False
 
     async def stop(self) -> None:
         """Graceful: stop fetching, flush and commit, leave the group."""
@@ -129,6 +160,7 @@ class MapStage:
             try:
                 await self._source.start(self)
                 self._source_ok = True
+                self._heard_at = self._clock.monotonic()
                 return
             except SourceUnavailable as error:
                 self._log.warning(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 
 import orjson
+import pytest
 
 from aggregator.adapters.memory.clock import SystemClock
 from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
@@ -15,6 +17,7 @@ from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServe
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
 from aggregator.ports.source import SourceRecord, SourceUnavailable
+from aggregator.services import map_stage
 from aggregator.services.map_stage import MapStage
 
 
@@ -104,6 +107,60 @@ async def test_a_failing_heartbeat_does_not_stop_the_membership_loop() -> None:
     task = asyncio.create_task(membership.run())
     try:
         await until(lambda: [m.identity for m in membership.members] == ["pod_x"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class SilentOutage(MemoryConsumer):
+    """A consumer that, while ``down``, fetches nothing without an error (as an
+    aiokafka consumer does while the brokers are gone) and cannot answer for its
+    end offsets."""
+
+    down = False
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        if self.down:
+            await asyncio.sleep(timeout_s)
+            return []
+        return await super().fetch(max_records, timeout_s)
+
+    async def end_offsets(self) -> dict[int, int]:
+        if self.down:
+            raise SourceUnavailable("brokers unreachable (simulated)")
+        return await super().end_offsets()
+
+
+async def test_a_source_that_goes_silent_and_unreachable_makes_the_stage_unready(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(map_stage, "SOURCE_CHECK_S", 0.3)
+    caplog.set_level(logging.INFO, "aggregator.map")
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=1)
+    good = orjson.dumps({"ts": clock.time(), "app": "a"})
+    consumer = SilentOutage(log, "g", "m1")
+    stage = MapStage(
+        consumer,
+        MemoryStoreClient(MemoryStoreServer(clock, ttl_s=600)),
+        clock,
+        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
+        flush_interval_s=0.05,
+    )
+    task = asyncio.create_task(stage.run())
+    try:
+        log.append(0, good)
+        await until(lambda: stage.stats.counted == 1 and stage.ready)
+        await asyncio.sleep(0.8)  # idle, but reachable: the checks pass
+        assert stage.ready
+        consumer.down = True
+        await until(lambda: not stage.ready, timeout_s=3.0)
+        assert "source unavailable; not ready until it answers" in caplog.text
+        log.append(0, good)
+        consumer.down = False
+        await until(lambda: stage.ready and stage.stats.counted == 2, timeout_s=3.0)
+        assert "source reachable again" in caplog.text
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -166,6 +166,7 @@ class MemoryConsumer:
         return self._group.committed.get(partition)
 
     async def end_offsets(self) -> dict[int, int]:
+        self._check()
         return {p: self._log.end_offset(p) for p in self._assigned}
 
     def assignment(self) -> frozenset[int]:
