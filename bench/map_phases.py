@@ -1,0 +1,139 @@
+"""Where a map process's CPU goes per event, phase by phase, without Kafka or
+Hazelcast: what the throughput suite's 1-process run does after aiokafka has
+built its records.
+
+The input is the suite's workload (6 partitions, events scattered over two
+one-second buckets) as aiokafka ``ConsumerRecord``s, handed over in fetches of
+5,000 records (a run per partition, as ``getmany`` returns them); the folder
+rolls up every 125,000 events (one flush interval at about 250k events/s) and
+every partial rolled up is encoded as ``HazelcastStore`` writes it.  Times are
+process CPU time, best of ``--repeats``.
+
+``python -m bench.map_phases [--events N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka.structs import ConsumerRecord
+
+from aggregator.adapters.hazelcast import codec
+from aggregator.adapters.kafka.records import to_records
+from aggregator.core.accumulate import FoldSettings, MapFolder
+from aggregator.core.events import EventSchema
+from aggregator.ports.source import SourceRecord
+from aggregator.services.map_stage import FETCH_MAX_RECORDS
+from bench.workload import BASE_TS, EventPool
+
+PARTITIONS = 6
+SPREAD_MS = 2000
+ROLL_UP_EVERY = 125_000
+
+Fetch = dict[int, list[ConsumerRecord[bytes, bytes]]]
+
+
+@dataclass(frozen=True)
+class Phases:
+    """CPU seconds of each phase over ``events`` events."""
+
+    events: int
+    """Events the folder counted (the workload has no malformed ones)."""
+    records: float
+    fold: float
+    roll_up: float
+    encode: float
+
+    def per_event_us(self, seconds: float) -> float:
+        return seconds / self.events * 1e6
+
+    @property
+    def total(self) -> float:
+        return self.records + self.fold + self.roll_up + self.encode
+
+
+def fetches(events: int) -> list[Fetch]:
+    pool = EventPool()
+    per: list[list[ConsumerRecord[bytes, bytes]]] = [[] for _ in range(PARTITIONS)]
+    for index, event in enumerate(pool.events(events, BASE_TS * 1000, SPREAD_MS)):
+        records = per[index % PARTITIONS]
+        records.append(
+            ConsumerRecord(
+                "events", index % PARTITIONS, len(records), event.ts_ms, 0, event.key,
+                event.value, None, len(event.key), len(event.value), (),
+            )
+        )  # fmt: skip
+    chunk = FETCH_MAX_RECORDS // PARTITIONS
+    return [
+        {p: per[p][at : at + chunk] for p in range(PARTITIONS)}
+        for at in range(0, max(map(len, per)), chunk)
+    ]
+
+
+def measure(batches: Sequence[Fetch]) -> Phases:
+    folder = MapFolder(FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1 << 20))
+    records_s = fold_s = roll_s = encode_s = 0.0
+    events = since_roll_up = 0
+    read_to: dict[int, int] = {}
+    clock = time.process_time
+
+    def roll_up() -> tuple[float, float]:
+        started = clock()
+        rolled = [(p, folder.partition(p).roll_up()) for p in range(PARTITIONS)]
+        rolled_at = clock()
+        for p, partials in rolled:
+            for partial in partials:
+                codec.encode_partial(partial, "bench")
+            folder.partition(p).stored(partial.bucket for partial in partials)
+        return rolled_at - started, clock() - rolled_at
+
+    for batch in batches:
+        started = clock()
+        records: list[SourceRecord] = []
+        for partition, messages in batch.items():
+            records.extend(to_records(partition, messages))
+        built = clock()
+        counted, _, _ = folder.fold_many(records, read_to)
+        records_s += built - started
+        fold_s += clock() - built
+        events += counted
+        since_roll_up += len(records)
+        if since_roll_up >= ROLL_UP_EVERY:
+            since_roll_up = 0
+            rolled, encoded = roll_up()
+            roll_s += rolled
+            encode_s += encoded
+    rolled, encoded = roll_up()
+    return Phases(events, records_s, fold_s, roll_s + rolled, encode_s + encoded)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.map_phases")
+    parser.add_argument("--events", type=int, default=600_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    batches = fetches(args.events)
+    gc.collect()
+    gc.freeze()  # as aggregator run does; the input is not what the collector should walk
+    best = min((measure(batches) for _ in range(args.repeats)), key=lambda p: p.total)
+    print(
+        f"map stage CPU per event after aiokafka, {best.events:,} events, best of {args.repeats}:"
+    )
+    for name, seconds in (
+        ("KafkaRecord from ConsumerRecord", best.records),
+        ("fold (decode, judge, buffer)", best.fold),
+        ("roll-up into partials", best.roll_up),
+        ("encode for Hazelcast", best.encode),
+        ("total", best.total),
+    ):
+        print(f"  {name:34s} {best.per_event_us(seconds):6.3f} us")
+    print(f"  = {best.events / best.total:,.0f} events/s of one core")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
