@@ -12,7 +12,8 @@
 #              that every file index.html and the modules refer to exists, so a
 #              broken reference fails the build instead of a browser.
 #   build      the wheels: the project's (hatchling puts dashboard/ into it as
-#              aggregator/_dashboard) and every dependency's, from PyPI.
+#              aggregator/_dashboard and compiles its C extension) and every
+#              dependency's, from PyPI.
 #   runtime    a venv installed from those wheels only, no pip, no compiler, no
 #              caches; a numeric non-root user; read-only root filesystem ready.
 
@@ -41,12 +42,17 @@ CHECK
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# A C compiler for the project's extension (aggregator/core/_native.c, the map
+# stage's fold and roll-up; hatch_build.py compiles it into the wheel). Every
+# dependency publishes binary wheels for CPython 3.11 on linux amd64/arm64.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml README.md hatch_build.py ./
 COPY aggregator/ aggregator/
 COPY --from=dashboard /src/dashboard/ dashboard/
-# Every dependency publishes binary wheels for CPython 3.11 on linux
-# amd64/arm64, so no compiler is needed even here.
-RUN pip wheel --wheel-dir /wheels .
+# AGG_NATIVE=required: a wheel without the extension fails the build here.
+RUN AGG_NATIVE=required pip wheel --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

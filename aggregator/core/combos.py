@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from itertools import accumulate, chain
 from operator import itemgetter
 
-from aggregator.core import distinct, quantiles
+from aggregator.core import distinct, native, quantiles
 from aggregator.core.partial import Agg, Partial
 
 Combo = list[float | str | None]
@@ -31,7 +31,23 @@ _devices_of = itemgetter(slice(1, None, 2))
 
 
 def add_combos(partial: Partial, combos: dict[tuple[str, ...], Combo]) -> None:
-    """Add one bucket's buffered events to ``partial``."""
+    """Add one bucket's buffered events to ``partial`` (in C when it is built)."""
+    compiled = native.NATIVE
+    if compiled is not None and compiled.add_combos(
+        partial,
+        combos,
+        Agg,
+        distinct.register_and_rank,
+        quantiles.ZERO_BIN,
+        quantiles.MIN_INDEXABLE,
+        quantiles.INV_LOG_GAMMA,
+    ):
+        return
+    add_combos_python(partial, combos)
+
+
+def add_combos_python(partial: Partial, combos: dict[tuple[str, ...], Combo]) -> None:
+    """``add_combos`` in Python: the reference, and the roll-up without the C extension."""
     members = list(combos.values())
     # Typed as they are once the None entries are gone: values are filtered just
     # below when some event has none, devices are sets with None discarded.

@@ -103,11 +103,13 @@ class Decoder:
     absent or null).
     """
 
-    __slots__ = ("_time_field", "keys", "read")
+    __slots__ = ("_time_field", "fields", "keys", "read")
 
     def __init__(self, schema: EventSchema) -> None:
         self.read: Callable[[bytes | str], Any] = msgspec.json.Decoder(_message_type(schema)).decode
         fields = [f"d{i}" for i in range(len(schema.dimensions))]
+        self.fields = tuple(fields)
+        """The typed struct's attribute of each dimension, in order."""
         # attrgetter of one field returns the value itself, not a 1-tuple
         self.keys: Callable[[Any], tuple[str | None, ...]] = (
             operator.attrgetter(*fields) if len(fields) > 1 else _one_key(fields[0])

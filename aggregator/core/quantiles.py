@@ -20,7 +20,7 @@ from aggregator.core.types import FlatPairs
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
-_INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
+INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
 MIN_INDEXABLE = 1e-9
 ZERO_BIN = -(2**31)
 
@@ -30,7 +30,7 @@ Histogram = dict[int, int]
 def bin_of(value: float) -> int:
     if value < MIN_INDEXABLE:
         return ZERO_BIN
-    return math.ceil(math.log(value) * _INV_LOG_GAMMA)
+    return math.ceil(math.log(value) * INV_LOG_GAMMA)
 
 
 def _count_elements(counts: dict[int, int], items: Iterable[int]) -> None:
@@ -48,7 +48,7 @@ def bins_of(values: list[float], low: float) -> list[int]:
     """``bin_of`` of each value (``low`` is their minimum), in one pass in C when
     no value needs the zero bin."""
     if low >= MIN_INDEXABLE:
-        return list(map(math.ceil, map(mul, map(math.log, values), repeat(_INV_LOG_GAMMA))))
+        return list(map(math.ceil, map(mul, map(math.log, values), repeat(INV_LOG_GAMMA))))
     return list(map(bin_of, values))
 
 

@@ -360,12 +360,15 @@ def test_the_image_and_the_pod_spec_agree(rendered: dict[str, list[Obj]]) -> Non
         assert str(port["containerPort"]) == exposed
     # The build context holds what the Dockerfile copies, and nothing else.
     ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
-    assert ignored[ignored.index("*") + 1 :][:4] == [
+    assert ignored[ignored.index("*") + 1 :][:5] == [
         "!pyproject.toml",
         "!README.md",
         "!aggregator/",
         "!dashboard/",
+        "!hatch_build.py",
     ]
+    assert re.search(r"(?m)^COPY pyproject\.toml README\.md hatch_build\.py \./$", dockerfile)
+    assert "AGG_NATIVE=required pip wheel" in dockerfile
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import zipfile
@@ -177,6 +178,9 @@ def test_the_wheel_runs_as_a_non_root_user_from_a_read_only_directory(
     dashboard = {p.name for p in (REPO / "dashboard").iterdir() if p.is_file()}
     shipped = {n.removeprefix("aggregator/_dashboard/") for n in names if "/_dashboard/" in n}
     assert dashboard <= shipped, dashboard - shipped
+    # ... and the C extension, compiled by hatch_build.py (the wheel is tagged for it).
+    assert f"aggregator/core/_native{sysconfig.get_config_var('EXT_SUFFIX')}" in names
+    assert "-cp311-cp311-linux_" in wheel.name, wheel.name
 
     user = unprivileged()
     python = python_311_for(user, install_root)
@@ -220,6 +224,12 @@ def test_the_wheel_runs_as_a_non_root_user_from_a_read_only_directory(
     helped = run_as(user, aggregator, "run", "--help", cwd=workdir, env=env)
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("usage: aggregator run"), helped.stdout
+    compiled = run_as(
+        user, str(venv / "bin" / "python"), "-c",
+        "from aggregator.core import native; print(native.NATIVE.__name__)",
+        cwd=workdir, env=env,
+    )  # fmt: skip
+    assert compiled.stdout.strip() == "aggregator.core._native", compiled.stderr
 
     port = free_port()
     log = tmp_path / "demo.log"
