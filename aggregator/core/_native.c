@@ -15,13 +15,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <structmember.h>
 
 static PyObject *s_offset, *s_value, *s_timestamp, *s_ts, *s_device;
 static PyObject *s_count, *s_vcount, *s_vsum, *s_vmin, *s_vmax, *s_hist, *s_regs;
 static PyObject *s_total, *s_by;
-static PyObject *one;
 
 /* Python's float floor division (floatobject.c), so a bucket is int(ts // bs) * bs. */
 static double
@@ -382,78 +382,86 @@ fold_run(PyObject *module, PyObject *args)
 
 /* -- add_combos ----------------------------------------------------------- */
 
+/* The roll-up counts bins and raises registers per aggregate in C tables first,
+ * then writes each (aggregate, bin) and (aggregate, register) it touched into
+ * the aggregate's dicts once: a dict operation per distinct pair, not one per
+ * event and aggregate. */
+
 typedef struct {
-    PyObject *agg;      /* borrowed from the partial */
+    uint64_t key;
+    long long value;
+} Entry;
+
+/* Open addressing over an entry array kept in insertion order. */
+typedef struct {
+    int32_t *slots; /* index into entries, -1 empty */
+    Entry *entries;
+    size_t mask, count;
+} Table;
+
+static int
+table_init(Table *t, size_t expected)
+{
+    size_t cap = 16;
+    while (cap < 2 * expected + 1) {
+        cap <<= 1;
+    }
+    t->slots = PyMem_Malloc(cap * sizeof(int32_t));
+    t->entries = PyMem_Malloc((expected + 1) * sizeof(Entry));
+    t->mask = cap - 1;
+    t->count = 0;
+    if (t->slots == NULL || t->entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(t->slots, 0xff, cap * sizeof(int32_t));
+    return 0;
+}
+
+static void
+table_clear(Table *t)
+{
+    memset(t->slots, 0xff, (t->mask + 1) * sizeof(int32_t));
+    t->count = 0;
+}
+
+static void
+table_free(Table *t)
+{
+    PyMem_Free(t->slots);
+    PyMem_Free(t->entries);
+}
+
+/* The entry of key, added with value 0 if new (the table never holds more keys
+ * than it was sized for). */
+static inline Entry *
+table_get(Table *t, uint64_t key)
+{
+    size_t i = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 17) & t->mask;
+    for (;;) {
+        int32_t at = t->slots[i];
+        if (at < 0) {
+            t->slots[i] = (int32_t)t->count;
+            Entry *entry = &t->entries[t->count++];
+            entry->key = key;
+            entry->value = 0;
+            return entry;
+        }
+        if (t->entries[at].key == key) {
+            return &t->entries[at];
+        }
+        i = (i + 1) & t->mask;
+    }
+}
+
+typedef struct {
+    PyObject *agg; /* borrowed from the partial */
+    PyObject *hist, *regs;
     long long count, vcount;
     double vsum, low, high;
 } Group;
 
-typedef struct {
-    PyObject *ranks;    /* device -> (register, rank), this call's cache */
-    PyObject *rank_of;  /* Python: device -> (register, rank) */
-    long zero_bin;
-    double min_indexable, inv_log_gamma;
-} Sketching;
-
-static int
-count_bin(PyObject *hist, PyObject *bin)
-{
-    PyObject *seen = PyDict_GetItemWithError(hist, bin);
-    if (seen == NULL) {
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        return PyDict_SetItem(hist, bin, one);
-    }
-    PyObject *more = PyNumber_Add(seen, one);
-    if (more == NULL) {
-        return -1;
-    }
-    int failed = PyDict_SetItem(hist, bin, more);
-    Py_DECREF(more);
-    return failed;
-}
-
-/* The (register, rank) tuple of a device, borrowed from the cache. */
-static PyObject *
-rank_pair(Sketching *sk, PyObject *device)
-{
-    PyObject *pair = PyDict_GetItemWithError(sk->ranks, device);
-    if (pair != NULL || PyErr_Occurred()) {
-        return pair;
-    }
-    pair = PyObject_CallOneArg(sk->rank_of, device);
-    if (pair == NULL) {
-        return NULL;
-    }
-    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
-        Py_DECREF(pair);
-        PyErr_SetString(PyExc_TypeError, "register_and_rank must return a pair");
-        return NULL;
-    }
-    int failed = PyDict_SetItem(sk->ranks, device, pair);
-    Py_DECREF(pair);
-    return failed < 0 ? NULL : pair;
-}
-
-static int
-raise_register(PyObject *regs, PyObject *pair)
-{
-    PyObject *reg = PyTuple_GET_ITEM(pair, 0);
-    PyObject *rank = PyTuple_GET_ITEM(pair, 1);
-    PyObject *held = PyDict_GetItemWithError(regs, reg);
-    if (held == NULL) {
-        if (PyErr_Occurred()) {
-            return -1;
-        }
-        return PyDict_SetItem(regs, reg, rank);
-    }
-    int higher = PyObject_RichCompareBool(rank, held, Py_GT);
-    if (higher < 0) {
-        return -1;
-    }
-    return higher ? PyDict_SetItem(regs, reg, rank) : 0;
-}
+#define REGISTER_LIMIT 65536
 
 static int
 add_to(PyObject *agg, PyObject *name, PyObject *amount)
@@ -472,71 +480,116 @@ add_to(PyObject *agg, PyObject *name, PyObject *amount)
     return failed;
 }
 
-/* _add_values's scalar part: vcount, vsum, vmin, vmax (the histogram is counted
- * as the values go by). */
 static int
-add_values(PyObject *agg, long long count, long long vcount, double vsum, double low,
-           double high)
+set_float_if(PyObject *agg, PyObject *name, double candidate, int lower)
 {
-    int failed = -1;
-    PyObject *n = PyLong_FromLongLong(count);
-    if (n == NULL || add_to(agg, s_count, n) < 0) {
-        goto done;
+    PyObject *old = PyObject_GetAttr(agg, name);
+    if (old == NULL) {
+        return -1;
     }
-    if (vcount) {
-        PyObject *vc = PyLong_FromLongLong(vcount);
-        if (vc == NULL) {
-            goto done;
+    double held = PyFloat_AsDouble(old);
+    Py_DECREF(old);
+    if (held == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (lower ? candidate < held : candidate > held) {
+        PyObject *v = PyFloat_FromDouble(candidate);
+        if (v == NULL) {
+            return -1;
         }
-        int bad = add_to(agg, s_vcount, vc);
-        Py_DECREF(vc);
-        PyObject *vs = bad ? NULL : PyFloat_FromDouble(vsum);
-        if (vs == NULL) {
-            goto done;
+        int failed = PyObject_SetAttr(agg, name, v);
+        Py_DECREF(v);
+        return failed;
+    }
+    return 0;
+}
+
+/* _add_values's scalar part, and the count (the histogram and registers are
+ * written from the tables). */
+static int
+add_scalars(Group *g)
+{
+    PyObject *n = PyLong_FromLongLong(g->count);
+    if (n == NULL) {
+        return -1;
+    }
+    int failed = add_to(g->agg, s_count, n);
+    Py_DECREF(n);
+    if (failed || g->vcount == 0) {
+        return failed;
+    }
+    PyObject *vc = PyLong_FromLongLong(g->vcount);
+    if (vc == NULL) {
+        return -1;
+    }
+    failed = add_to(g->agg, s_vcount, vc);
+    Py_DECREF(vc);
+    if (failed) {
+        return -1;
+    }
+    PyObject *vs = PyFloat_FromDouble(g->vsum);
+    if (vs == NULL) {
+        return -1;
+    }
+    failed = add_to(g->agg, s_vsum, vs);
+    Py_DECREF(vs);
+    if (failed) {
+        return -1;
+    }
+    if (set_float_if(g->agg, s_vmin, g->low, 1) < 0) {
+        return -1;
+    }
+    return set_float_if(g->agg, s_vmax, g->high, 0);
+}
+
+static int
+write_hist(PyObject *hist, PyObject *bin, long long count)
+{
+    PyObject *seen = PyDict_GetItemWithError(hist, bin);
+    if (seen == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *more = PyLong_FromLongLong(count);
+    if (more == NULL) {
+        return -1;
+    }
+    if (seen != NULL) {
+        PyObject *sum = PyNumber_Add(seen, more);
+        Py_DECREF(more);
+        if (sum == NULL) {
+            return -1;
         }
-        bad = add_to(agg, s_vsum, vs);
-        Py_DECREF(vs);
-        if (bad) {
-            goto done;
+        more = sum;
+    }
+    int failed = PyDict_SetItem(hist, bin, more);
+    Py_DECREF(more);
+    return failed;
+}
+
+static int
+write_register(PyObject *regs, long reg, long rank)
+{
+    PyObject *key = PyLong_FromLong(reg);
+    if (key == NULL) {
+        return -1;
+    }
+    int failed = 0;
+    PyObject *held = PyDict_GetItemWithError(regs, key);
+    if (held == NULL && PyErr_Occurred()) {
+        failed = -1;
+    }
+    else {
+        long old = held == NULL ? 0 : PyLong_AsLong(held);
+        if (old == -1 && PyErr_Occurred()) {
+            failed = -1;
         }
-        PyObject *old = PyObject_GetAttr(agg, s_vmin);
-        if (old == NULL) {
-            goto done;
-        }
-        double held = PyFloat_AsDouble(old);
-        Py_DECREF(old);
-        if (held == -1.0 && PyErr_Occurred()) {
-            goto done;
-        }
-        if (low < held) {
-            PyObject *v = PyFloat_FromDouble(low);
-            if (v == NULL || PyObject_SetAttr(agg, s_vmin, v) < 0) {
-                Py_XDECREF(v);
-                goto done;
-            }
-            Py_DECREF(v);
-        }
-        old = PyObject_GetAttr(agg, s_vmax);
-        if (old == NULL) {
-            goto done;
-        }
-        held = PyFloat_AsDouble(old);
-        Py_DECREF(old);
-        if (held == -1.0 && PyErr_Occurred()) {
-            goto done;
-        }
-        if (high > held) {
-            PyObject *v = PyFloat_FromDouble(high);
-            if (v == NULL || PyObject_SetAttr(agg, s_vmax, v) < 0) {
-                Py_XDECREF(v);
-                goto done;
-            }
-            Py_DECREF(v);
+        else if (rank > old) {
+            PyObject *value = PyLong_FromLong(rank);
+            failed = value == NULL ? -1 : PyDict_SetItem(regs, key, value);
+            Py_XDECREF(value);
         }
     }
-    failed = 0;
-done:
-    Py_XDECREF(n);
+    Py_DECREF(key);
     return failed;
 }
 
@@ -570,22 +623,268 @@ combos_are_plain(PyObject *combos, Py_ssize_t dims)
     return 1;
 }
 
+/* What one pass over the combos learns, shared by the total and each dimension. */
+typedef struct {
+    Py_ssize_t ncombos, nvalues, ndevices;
+    int32_t *value_bin;      /* per value: index into bins */
+    int32_t *event_device;   /* per device seen: index into device_reg/rank */
+    Py_ssize_t *first_value; /* per combo, ncombos + 1 */
+    Py_ssize_t *first_device;
+    long long *events, *vcounts;
+    double *sums, *lows, *highs;
+    PyObject *bins;          /* list: distinct bins as Python ints, first seen first */
+    long *device_reg, *device_rank;
+} Pass;
+
+static void
+pass_free(Pass *p)
+{
+    PyMem_Free(p->value_bin);
+    PyMem_Free(p->event_device);
+    PyMem_Free(p->first_value);
+    PyMem_Free(p->first_device);
+    PyMem_Free(p->events);
+    PyMem_Free(p->vcounts);
+    PyMem_Free(p->sums);
+    PyMem_Free(p->lows);
+    PyMem_Free(p->highs);
+    PyMem_Free(p->device_reg);
+    PyMem_Free(p->device_rank);
+    Py_XDECREF(p->bins);
+}
+
+/* Each value's bin and each device's register and rank, once; per combo its
+ * event count and value statistics (sums added in order from 0.0, as sum()). */
+static int
+first_pass(PyObject *combos, PyObject *rank_of, long zero_bin, double min_indexable,
+           double inv_log_gamma, Pass *p)
+{
+    PyObject *keys, *combo;
+    Py_ssize_t pos = 0, nc = PyDict_GET_SIZE(combos), total = 0;
+    while (PyDict_Next(combos, &pos, &keys, &combo)) {
+        total += PyList_GET_SIZE(combo) / 2;
+    }
+    size_t n = (size_t)(total ? total : 1), c1 = (size_t)nc + 1;
+    p->ncombos = nc;
+    p->value_bin = PyMem_Malloc(n * sizeof(int32_t));
+    p->event_device = PyMem_Malloc(n * sizeof(int32_t));
+    p->first_value = PyMem_Malloc(c1 * sizeof(Py_ssize_t));
+    p->first_device = PyMem_Malloc(c1 * sizeof(Py_ssize_t));
+    p->events = PyMem_Malloc(c1 * sizeof(long long));
+    p->vcounts = PyMem_Malloc(c1 * sizeof(long long));
+    p->sums = PyMem_Malloc(c1 * sizeof(double));
+    p->lows = PyMem_Malloc(c1 * sizeof(double));
+    p->highs = PyMem_Malloc(c1 * sizeof(double));
+    p->device_reg = PyMem_Malloc(n * sizeof(long));
+    p->device_rank = PyMem_Malloc(n * sizeof(long));
+    p->bins = PyList_New(0);
+    if (!p->value_bin || !p->event_device || !p->first_value || !p->first_device ||
+        !p->events || !p->vcounts || !p->sums || !p->lows || !p->highs || !p->device_reg ||
+        !p->device_rank) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (p->bins == NULL) {
+        return -1;
+    }
+    Table bin_index = {0};
+    if (table_init(&bin_index, n) < 0) {
+        table_free(&bin_index);
+        return -1;
+    }
+    PyObject *device_index = PyDict_New();
+    int failed = device_index == NULL ? -1 : 0;
+    Py_ssize_t v = 0, dv = 0, c = 0;
+    pos = 0;
+    while (!failed && PyDict_Next(combos, &pos, &keys, &combo)) {
+        Py_ssize_t size = PyList_GET_SIZE(combo);
+        double sum = 0.0, low = INFINITY, high = -INFINITY;
+        long long vcount = 0;
+        p->first_value[c] = v;
+        p->first_device[c] = dv;
+        for (Py_ssize_t i = 0; i < size && !failed; i += 2) {
+            PyObject *value = PyList_GET_ITEM(combo, i);
+            PyObject *device = PyList_GET_ITEM(combo, i + 1);
+            if (!Py_IsNone(value)) {
+                double x = PyFloat_AS_DOUBLE(value);
+                sum += x;
+                if (vcount == 0 || x < low) {
+                    low = x;
+                }
+                if (vcount == 0 || x > high) {
+                    high = x;
+                }
+                vcount++;
+                long bin = x < min_indexable ? zero_bin : (long)ceil(log(x) * inv_log_gamma);
+                Entry *entry = table_get(&bin_index, (uint64_t)(int64_t)bin);
+                if (entry->value == 0) { /* new: remember it as a Python int */
+                    PyObject *b = PyLong_FromLong(bin);
+                    if (b == NULL || PyList_Append(p->bins, b) < 0) {
+                        Py_XDECREF(b);
+                        failed = -1;
+                        break;
+                    }
+                    Py_DECREF(b);
+                    entry->value = PyList_GET_SIZE(p->bins); /* index + 1 */
+                }
+                p->value_bin[v++] = (int32_t)(entry->value - 1);
+            }
+            if (!Py_IsNone(device)) {
+                PyObject *known = PyDict_GetItemWithError(device_index, device);
+                Py_ssize_t d;
+                if (known != NULL) {
+                    d = PyLong_AsSsize_t(known);
+                }
+                else if (PyErr_Occurred()) {
+                    failed = -1;
+                    break;
+                }
+                else {
+                    d = p->ndevices;
+                    PyObject *pair = PyObject_CallOneArg(rank_of, device);
+                    if (pair == NULL) {
+                        failed = -1;
+                        break;
+                    }
+                    long reg = -1, rank = -1;
+                    if (PyTuple_CheckExact(pair) && PyTuple_GET_SIZE(pair) == 2) {
+                        reg = PyLong_AsLong(PyTuple_GET_ITEM(pair, 0));
+                        rank = PyLong_AsLong(PyTuple_GET_ITEM(pair, 1));
+                    }
+                    Py_DECREF(pair);
+                    if (PyErr_Occurred()) {
+                        failed = -1;
+                        break;
+                    }
+                    if (reg < 0 || reg >= REGISTER_LIMIT || rank < 0) {
+                        PyErr_SetString(PyExc_ValueError, "register_and_rank out of range");
+                        failed = -1;
+                        break;
+                    }
+                    PyObject *index = PyLong_FromSsize_t(d);
+                    if (index == NULL || PyDict_SetItem(device_index, device, index) < 0) {
+                        Py_XDECREF(index);
+                        failed = -1;
+                        break;
+                    }
+                    Py_DECREF(index);
+                    p->device_reg[d] = reg;
+                    p->device_rank[d] = rank;
+                    p->ndevices++;
+                }
+                p->event_device[dv++] = (int32_t)d;
+            }
+        }
+        p->sums[c] = sum;
+        p->lows[c] = low;
+        p->highs[c] = high;
+        p->events[c] = size / 2;
+        p->vcounts[c] = vcount;
+        c++;
+    }
+    p->first_value[c] = v;
+    p->first_device[c] = dv;
+    p->nvalues = v;
+    Py_XDECREF(device_index);
+    table_free(&bin_index);
+    return failed;
+}
+
+/* Count the combos' bins and raise their registers into the groups (group_of[c]
+ * is combo c's group), then write every touched pair into the groups' dicts and
+ * add their scalars. */
+static int
+fill_groups(Pass *p, const Py_ssize_t *group_of, Group *groups, Py_ssize_t ngroups,
+            Table *bins, Table *regs)
+{
+    Py_ssize_t nbins = PyList_GET_SIZE(p->bins);
+    table_clear(bins);
+    table_clear(regs);
+    for (Py_ssize_t c = 0; c < p->ncombos; c++) {
+        uint64_t g = (uint64_t)group_of[c];
+        Group *group = &groups[g];
+        group->count += p->events[c];
+        if (p->vcounts[c]) {
+            if (group->vcount == 0 || p->lows[c] < group->low) {
+                group->low = p->lows[c];
+            }
+            if (group->vcount == 0 || p->highs[c] > group->high) {
+                group->high = p->highs[c];
+            }
+            group->vcount += p->vcounts[c];
+            group->vsum += p->sums[c];
+        }
+        for (Py_ssize_t v = p->first_value[c]; v < p->first_value[c + 1]; v++) {
+            table_get(bins, g * (uint64_t)nbins + (uint64_t)p->value_bin[v])->value++;
+        }
+        for (Py_ssize_t d = p->first_device[c]; d < p->first_device[c + 1]; d++) {
+            int32_t device = p->event_device[d];
+            Entry *entry = table_get(regs, g * REGISTER_LIMIT + (uint64_t)p->device_reg[device]);
+            if (p->device_rank[device] > entry->value) {
+                entry->value = p->device_rank[device];
+            }
+        }
+    }
+    for (size_t i = 0; i < bins->count; i++) {
+        Entry *entry = &bins->entries[i];
+        Group *group = &groups[entry->key / (uint64_t)nbins];
+        PyObject *bin = PyList_GET_ITEM(p->bins, (Py_ssize_t)(entry->key % (uint64_t)nbins));
+        if (write_hist(group->hist, bin, entry->value) < 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < regs->count; i++) {
+        Entry *entry = &regs->entries[i];
+        Group *group = &groups[entry->key / REGISTER_LIMIT];
+        if (write_register(group->regs, (long)(entry->key % REGISTER_LIMIT),
+                           (long)entry->value) < 0) {
+            return -1;
+        }
+    }
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        if (add_scalars(&groups[g]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+group_init(Group *group, PyObject *agg)
+{
+    group->agg = agg;
+    group->count = group->vcount = 0;
+    group->vsum = 0.0;
+    group->low = INFINITY;
+    group->high = -INFINITY;
+    group->hist = PyObject_GetAttr(agg, s_hist);
+    group->regs = group->hist ? PyObject_GetAttr(agg, s_regs) : NULL;
+    if (group->regs == NULL) {
+        return -1;
+    }
+    if (!PyDict_CheckExact(group->hist) || !PyDict_CheckExact(group->regs)) {
+        PyErr_SetString(PyExc_TypeError, "an Agg's hist and regs must be dicts");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 add_combos(PyObject *module, PyObject *args)
 {
-    PyObject *partial, *combos, *agg_type;
-    Sketching sk;
+    PyObject *partial, *combos, *agg_type, *rank_of;
+    long zero_bin;
+    double min_indexable, inv_log_gamma;
     if (!PyArg_ParseTuple(args, "OO!OOldd", &partial, &PyDict_Type, &combos, &agg_type,
-                          &sk.rank_of, &sk.zero_bin, &sk.min_indexable, &sk.inv_log_gamma)) {
+                          &rank_of, &zero_bin, &min_indexable, &inv_log_gamma)) {
         return NULL;
     }
-    PyObject *result = NULL;
-    PyObject *total = NULL, *by = NULL, *total_hist = NULL, *total_regs = NULL;
-    PyObject **bins = NULL;
+    PyObject *result = NULL, *by = NULL, *total = NULL, *group_index = NULL;
+    Pass p;
+    memset(&p, 0, sizeof(p));
+    Table bins = {0}, regs = {0};
     Group *groups = NULL;
-    PyObject *group_of = NULL, *dim_hists = NULL, *dim_regs = NULL;
-    Py_ssize_t nbins = 0;
-    sk.ranks = NULL;
+    Py_ssize_t *group_of = NULL, ngroups = 0;
 
     by = PyObject_GetAttr(partial, s_by);
     if (by == NULL) {
@@ -601,245 +900,105 @@ add_combos(PyObject *module, PyObject *args)
         goto done;
     }
     total = PyObject_GetAttr(partial, s_total);
-    total_hist = total ? PyObject_GetAttr(total, s_hist) : NULL;
-    total_regs = total_hist ? PyObject_GetAttr(total, s_regs) : NULL;
-    sk.ranks = PyDict_New();
-    if (total_regs == NULL || sk.ranks == NULL) {
+    if (total == NULL) {
         goto done;
     }
-    if (!PyDict_CheckExact(total_hist) || !PyDict_CheckExact(total_regs)) {
-        PyErr_SetString(PyExc_TypeError, "an Agg's hist and regs must be dicts");
+    if (first_pass(combos, rank_of, zero_bin, min_indexable, inv_log_gamma, &p) < 0) {
+        goto done;
+    }
+    size_t nc = (size_t)(p.ncombos ? p.ncombos : 1);
+    groups = PyMem_Calloc(nc, sizeof(Group));
+    group_of = PyMem_Calloc(nc, sizeof(Py_ssize_t));
+    if (groups == NULL || group_of == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (table_init(&bins, (size_t)p.nvalues) < 0 ||
+        table_init(&regs, (size_t)(p.first_device[p.ncombos])) < 0) {
         goto done;
     }
 
-    /* One pass over the combos in order: the total's histogram and registers, each
-     * combo's scalars, and its bins (kept for the dimensions). */
-    Py_ssize_t ncombos = PyDict_GET_SIZE(combos);
-    Py_ssize_t nvalues = 0;
-    {
-        Py_ssize_t pos = 0;
-        PyObject *keys, *combo;
-        while (PyDict_Next(combos, &pos, &keys, &combo)) {
-            nvalues += PyList_GET_SIZE(combo) / 2;
-        }
+    /* The total: every combo in group 0. */
+    ngroups = 1;
+    if (group_init(&groups[0], total) < 0) {
+        goto release;
     }
-    bins = PyMem_Calloc(nvalues ? nvalues : 1, sizeof(PyObject *));
-    double *sums = PyMem_Calloc(ncombos ? ncombos : 1, sizeof(double));
-    double *lows = PyMem_Calloc(ncombos ? ncombos : 1, sizeof(double));
-    double *highs = PyMem_Calloc(ncombos ? ncombos : 1, sizeof(double));
-    long long *events = PyMem_Calloc(ncombos ? ncombos : 1, sizeof(long long));
-    long long *vcounts = PyMem_Calloc(ncombos ? ncombos : 1, sizeof(long long));
-    Py_ssize_t *first_bin = PyMem_Calloc(ncombos + 1, sizeof(Py_ssize_t));
-    if (!bins || !sums || !lows || !highs || !events || !vcounts || !first_bin) {
-        PyErr_NoMemory();
-        goto free_arrays;
+    if (fill_groups(&p, group_of, groups, 1, &bins, &regs) < 0) {
+        goto release;
     }
-    long long total_events = 0, total_vcount = 0;
-    double total_sum = 0.0, total_low = INFINITY, total_high = -INFINITY;
-    {
-        Py_ssize_t pos = 0, c = 0;
-        PyObject *keys, *combo;
-        while (PyDict_Next(combos, &pos, &keys, &combo)) {
-            Py_ssize_t size = PyList_GET_SIZE(combo);
-            double sum = 0.0, low = INFINITY, high = -INFINITY;
-            long long vcount = 0;
-            first_bin[c] = nbins;
-            for (Py_ssize_t i = 0; i < size; i += 2) {
-                PyObject *v = PyList_GET_ITEM(combo, i);
-                PyObject *dev = PyList_GET_ITEM(combo, i + 1);
-                if (!Py_IsNone(v)) {
-                    double x = PyFloat_AS_DOUBLE(v);
-                    sum += x;
-                    if (vcount == 0 || x < low) {
-                        low = x;
-                    }
-                    if (vcount == 0 || x > high) {
-                        high = x;
-                    }
-                    vcount++;
-                    long bin = x < sk.min_indexable ? sk.zero_bin
-                                                    : (long)ceil(log(x) * sk.inv_log_gamma);
-                    PyObject *b = PyLong_FromLong(bin);
-                    if (b == NULL) {
-                        goto free_arrays;
-                    }
-                    bins[nbins++] = b;
-                    if (count_bin(total_hist, b) < 0) {
-                        goto free_arrays;
-                    }
-                }
-                if (!Py_IsNone(dev)) {
-                    PyObject *pair = rank_pair(&sk, dev);
-                    if (pair == NULL || raise_register(total_regs, pair) < 0) {
-                        goto free_arrays;
-                    }
-                }
-            }
-            sums[c] = sum;
-            lows[c] = low;
-            highs[c] = high;
-            events[c] = size / 2;
-            vcounts[c] = vcount;
-            total_events += size / 2;
-            total_vcount += vcount;
-            total_sum += sum;
-            if (vcount && (total_low > low)) {
-                total_low = low;
-            }
-            if (vcount && (total_high < high)) {
-                total_high = high;
-            }
-            c++;
-        }
-        first_bin[c] = nbins;
-    }
-    if (add_values(total, total_events, total_vcount, total_sum, total_low, total_high) < 0) {
-        goto free_arrays;
-    }
-
-    /* Each dimension: the combos grouped by their key there, in order of first
-     * appearance (the order Python creates the aggregates in). */
-    groups = PyMem_Calloc(ncombos ? ncombos : 1, sizeof(Group));
-    if (groups == NULL) {
-        PyErr_NoMemory();
-        goto free_arrays;
-    }
+    /* Each dimension: combos grouped by their key there; an aggregate is created
+     * at its key's first combo, the order Python creates them in. */
     for (Py_ssize_t d = 0; d < dims; d++) {
+        for (Py_ssize_t g = 0; g < ngroups; g++) {
+            Py_CLEAR(groups[g].hist);
+            Py_CLEAR(groups[g].regs);
+        }
+        ngroups = 0;
         PyObject *dim_keys = PyTuple_GET_ITEM(by, d);
         if (!PyDict_CheckExact(dim_keys)) {
             PyErr_SetString(PyExc_TypeError, "Partial.by must hold dicts");
-            goto free_arrays;
+            goto release;
         }
-        group_of = PyDict_New();
-        dim_hists = PyList_New(0);
-        dim_regs = PyList_New(0);
-        if (group_of == NULL || dim_hists == NULL || dim_regs == NULL) {
-            goto free_arrays;
+        Py_XSETREF(group_index, PyDict_New());
+        if (group_index == NULL) {
+            goto release;
         }
-        Py_ssize_t ngroups = 0, pos = 0, c = 0;
+        Py_ssize_t pos = 0, c = 0;
         PyObject *keys, *combo;
         while (PyDict_Next(combos, &pos, &keys, &combo)) {
             PyObject *key = PyTuple_GET_ITEM(keys, d);
-            PyObject *found = PyDict_GetItemWithError(group_of, key);
-            Py_ssize_t g;
-            if (found == NULL) {
+            PyObject *found = PyDict_GetItemWithError(group_index, key);
+            if (found != NULL) {
+                group_of[c++] = PyLong_AsSsize_t(found);
+                continue;
+            }
+            if (PyErr_Occurred()) {
+                goto release;
+            }
+            PyObject *agg = PyDict_GetItemWithError(dim_keys, key);
+            if (agg == NULL) {
                 if (PyErr_Occurred()) {
-                    goto free_arrays;
+                    goto release;
                 }
-                PyObject *agg = PyDict_GetItemWithError(dim_keys, key);
+                agg = PyObject_CallNoArgs(agg_type);
                 if (agg == NULL) {
-                    if (PyErr_Occurred()) {
-                        goto free_arrays;
-                    }
-                    agg = PyObject_CallNoArgs(agg_type);
-                    if (agg == NULL) {
-                        goto free_arrays;
-                    }
-                    int bad = PyDict_SetItem(dim_keys, key, agg);
-                    Py_DECREF(agg); /* dim_keys holds it */
-                    if (bad < 0) {
-                        goto free_arrays;
-                    }
+                    goto release;
                 }
-                PyObject *hist = PyObject_GetAttr(agg, s_hist);
-                if (hist == NULL) {
-                    goto free_arrays;
-                }
-                int bad = PyList_Append(dim_hists, hist);
-                Py_DECREF(hist);
-                PyObject *regs = bad ? NULL : PyObject_GetAttr(agg, s_regs);
-                if (regs == NULL) {
-                    goto free_arrays;
-                }
-                bad = PyList_Append(dim_regs, regs);
-                Py_DECREF(regs);
+                int bad = PyDict_SetItem(dim_keys, key, agg);
+                Py_DECREF(agg); /* dim_keys holds it */
                 if (bad < 0) {
-                    goto free_arrays;
-                }
-                g = ngroups++;
-                PyObject *index = PyLong_FromSsize_t(g);
-                if (index == NULL) {
-                    goto free_arrays;
-                }
-                bad = PyDict_SetItem(group_of, key, index);
-                Py_DECREF(index);
-                if (bad < 0) {
-                    goto free_arrays;
-                }
-                groups[g].agg = agg;
-                groups[g].count = 0;
-                groups[g].vcount = 0;
-                groups[g].vsum = 0.0;
-                groups[g].low = INFINITY;
-                groups[g].high = -INFINITY;
-            }
-            else {
-                g = PyLong_AsSsize_t(found);
-            }
-            Group *group = &groups[g];
-            group->count += events[c];
-            if (vcounts[c]) {
-                if (group->vcount == 0 || lows[c] < group->low) {
-                    group->low = lows[c];
-                }
-                if (group->vcount == 0 || highs[c] > group->high) {
-                    group->high = highs[c];
-                }
-                group->vcount += vcounts[c];
-                group->vsum += sums[c];
-            }
-            PyObject *hist = PyList_GET_ITEM(dim_hists, g);
-            PyObject *regs = PyList_GET_ITEM(dim_regs, g);
-            for (Py_ssize_t b = first_bin[c]; b < first_bin[c + 1]; b++) {
-                if (count_bin(hist, bins[b]) < 0) {
-                    goto free_arrays;
+                    goto release;
                 }
             }
-            Py_ssize_t size = PyList_GET_SIZE(combo);
-            for (Py_ssize_t i = 1; i < size; i += 2) {
-                PyObject *dev = PyList_GET_ITEM(combo, i);
-                if (!Py_IsNone(dev)) {
-                    PyObject *pair = rank_pair(&sk, dev);
-                    if (pair == NULL || raise_register(regs, pair) < 0) {
-                        goto free_arrays;
-                    }
-                }
+            PyObject *index = PyLong_FromSsize_t(ngroups);
+            if (index == NULL) {
+                goto release;
             }
-            c++;
+            int bad = PyDict_SetItem(group_index, key, index);
+            Py_DECREF(index);
+            if (bad < 0 || group_init(&groups[ngroups], agg) < 0) {
+                ngroups++; /* so its references are released */
+                goto release;
+            }
+            group_of[c++] = ngroups++;
         }
-        for (Py_ssize_t g = 0; g < ngroups; g++) {
-            Group *group = &groups[g];
-            if (add_values(group->agg, group->count, group->vcount, group->vsum, group->low,
-                           group->high) < 0) {
-                goto free_arrays;
-            }
+        if (fill_groups(&p, group_of, groups, ngroups, &bins, &regs) < 0) {
+            goto release;
         }
-        Py_CLEAR(group_of);
-        Py_CLEAR(dim_hists);
-        Py_CLEAR(dim_regs);
     }
     result = Py_NewRef(Py_True);
-free_arrays:
-    if (bins != NULL) {
-        for (Py_ssize_t i = 0; i < nbins; i++) {
-            Py_DECREF(bins[i]);
-        }
+release:
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        Py_XDECREF(groups[g].hist);
+        Py_XDECREF(groups[g].regs);
     }
-    PyMem_Free(bins);
-    PyMem_Free(sums);
-    PyMem_Free(lows);
-    PyMem_Free(highs);
-    PyMem_Free(events);
-    PyMem_Free(vcounts);
-    PyMem_Free(first_bin);
-    PyMem_Free(groups);
 done:
-    Py_XDECREF(group_of);
-    Py_XDECREF(dim_hists);
-    Py_XDECREF(dim_regs);
-    Py_XDECREF(sk.ranks);
-    Py_XDECREF(total_hist);
-    Py_XDECREF(total_regs);
+    table_free(&bins);
+    table_free(&regs);
+    PyMem_Free(groups);
+    PyMem_Free(group_of);
+    pass_free(&p);
+    Py_XDECREF(group_index);
     Py_XDECREF(total);
     Py_XDECREF(by);
     return result;
@@ -881,10 +1040,6 @@ PyInit__native(void)
         if (*names[i].slot == NULL) {
             return NULL;
         }
-    }
-    one = PyLong_FromLong(1);
-    if (one == NULL) {
-        return NULL;
     }
     return PyModule_Create(&module);
 }
