@@ -7,7 +7,8 @@ one-second buckets) as aiokafka ``ConsumerRecord``s, handed over in fetches of
 5,000 records (a run per partition, as ``getmany`` returns them); the folder
 rolls up every 125,000 events (one flush interval at about 250k events/s) and
 every partial rolled up is encoded as ``HazelcastStore`` writes it.  Times are
-process CPU time, best of ``--repeats``.
+process CPU time, best of ``--repeats``; the same runs with the C extension
+switched off are the baseline.
 
 ``python -m bench.map_phases [--events N]``
 """
@@ -24,6 +25,7 @@ from aiokafka.structs import ConsumerRecord
 
 from aggregator.adapters.hazelcast import codec
 from aggregator.adapters.kafka.records import to_records
+from aggregator.core import native
 from aggregator.core.accumulate import FoldSettings, MapFolder
 from aggregator.core.events import EventSchema
 from aggregator.ports.source import SourceRecord
@@ -111,6 +113,17 @@ def measure(batches: Sequence[Fetch]) -> Phases:
     return Phases(events, records_s, fold_s, roll_s + rolled, encode_s + encoded)
 
 
+def best_of(batches: Sequence[Fetch], repeats: int, *, compiled: bool) -> Phases:
+    """The fastest of ``repeats`` runs, with the C extension or without it."""
+    saved = native.NATIVE
+    if not compiled:
+        native.NATIVE = None
+    try:
+        return min((measure(batches) for _ in range(repeats)), key=lambda p: p.total)
+    finally:
+        native.NATIVE = saved
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.map_phases")
     parser.add_argument("--events", type=int, default=600_000)
@@ -119,19 +132,31 @@ def main(argv: list[str] | None = None) -> int:
     batches = fetches(args.events)
     gc.collect()
     gc.freeze()  # as aggregator run does; the input is not what the collector should walk
-    best = min((measure(batches) for _ in range(args.repeats)), key=lambda p: p.total)
+    runs = {"python": best_of(batches, args.repeats, compiled=False)}
+    if native.NATIVE is not None:
+        runs["C extension"] = best_of(batches, args.repeats, compiled=True)
     print(
-        f"map stage CPU per event after aiokafka, {best.events:,} events, best of {args.repeats}:"
+        f"map stage CPU per event after aiokafka (us), {args.events:,} events,"
+        f" best of {args.repeats}:"
     )
-    for name, seconds in (
-        ("KafkaRecord from ConsumerRecord", best.records),
-        ("fold (decode, judge, buffer)", best.fold),
-        ("roll-up into partials", best.roll_up),
-        ("encode for Hazelcast", best.encode),
-        ("total", best.total),
+    print(f"  {'phase':34s}" + "".join(f"{name:>13s}" for name in runs))
+    for label, part in (
+        ("KafkaRecord from ConsumerRecord", "records"),
+        ("fold (decode, judge, buffer)", "fold"),
+        ("roll-up into partials", "roll_up"),
+        ("encode for Hazelcast", "encode"),
+        ("total", "total"),
     ):
-        print(f"  {name:34s} {best.per_event_us(seconds):6.3f} us")
-    print(f"  = {best.events / best.total:,.0f} events/s of one core")
+        cells = "".join(f"{run.per_event_us(getattr(run, part)):13.3f}" for run in runs.values())
+        print(f"  {label:34s}{cells}")
+    print(f"  {'events/s of one core':34s}" + "".join(
+        f"{run.events / run.total:13,.0f}" for run in runs.values()
+    ))  # fmt: skip
+    if "C extension" in runs:
+        ratio = runs["python"].total / runs["C extension"].total
+        print(f"  the C extension: {ratio:.2f}x the Python code's events/s")
+    else:
+        print("  the C extension is not built (see hatch_build.py): Python only")
     return 0
 
 

@@ -21,5 +21,5 @@ def test_every_event_goes_through_every_phase() -> None:
 def test_the_command_prints_each_phase(capsys: pytest.CaptureFixture[str]) -> None:
     assert map_phases.main(["--events", "3000", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
-    for phase in ("KafkaRecord", "fold", "roll-up", "encode", "total", "events/s"):
+    for phase in ("KafkaRecord", "fold", "roll-up", "encode", "total", "events/s", "python"):
         assert phase in out
