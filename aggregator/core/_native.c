@@ -105,6 +105,22 @@ read_slot(PyObject *obj, const Slot *slot, PyObject *name)
     return PyObject_GetAttr(obj, name);
 }
 
+/* obj.name as a double: 1, 0 when it is not exactly a float, -1 on error. */
+static int
+read_float(PyObject *obj, const Slot *slot, PyObject *name, double *out)
+{
+    PyObject *value = read_slot(obj, slot, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int plain = PyFloat_CheckExact(value);
+    if (plain) {
+        *out = PyFloat_AS_DOUBLE(value);
+    }
+    Py_DECREF(value);
+    return plain;
+}
+
 /* -- fold_run ------------------------------------------------------------- */
 
 #define BUCKETS_CACHED 4
@@ -167,7 +183,7 @@ static int
 fold_one(FoldArgs *a, PyObject *record)
 {
     int result = 0;
-    PyObject *offset_obj = NULL, *value = NULL, *stamp = NULL, *raw = NULL, *ts = NULL;
+    PyObject *offset_obj = NULL, *value = NULL, *raw = NULL;
     PyObject *keys = NULL, *event_value = NULL, *device = NULL;
     Py_ssize_t dims = PyTuple_GET_SIZE(a->fields);
 
@@ -195,14 +211,11 @@ fold_one(FoldArgs *a, PyObject *record)
     if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) > a->max_bytes) {
         goto python;
     }
-    stamp = read_slot(record, &a->r_timestamp, s_timestamp);
-    if (stamp == NULL) {
-        goto error;
+    double arrived;
+    int got = read_float(record, &a->r_timestamp, s_timestamp, &arrived);
+    if (got <= 0) {
+        goto judged_elsewhere;
     }
-    if (!PyFloat_CheckExact(stamp)) {
-        goto python;
-    }
-    double arrived = PyFloat_AS_DOUBLE(stamp);
     raw = PyObject_CallOneArg(a->read, value);
     if (raw == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
@@ -220,14 +233,11 @@ fold_one(FoldArgs *a, PyObject *record)
             resolve_slot(type, PyTuple_GET_ITEM(a->fields, d), &a->m_dims[d]);
         }
     }
-    ts = read_slot(raw, &a->m_ts, s_ts);
-    if (ts == NULL) {
-        goto error;
+    double t;
+    got = read_float(raw, &a->m_ts, s_ts, &t);
+    if (got <= 0) {
+        goto judged_elsewhere;
     }
-    if (!PyFloat_CheckExact(ts)) {
-        goto python;
-    }
-    double t = PyFloat_AS_DOUBLE(ts);
     if (t < arrived - a->oldest || t > arrived + a->newest) {
         goto python; /* late or early: a drop */
     }
@@ -307,6 +317,9 @@ fold_one(FoldArgs *a, PyObject *record)
     }
     result = 1;
     goto done;
+judged_elsewhere: /* got: 0 for Python to judge, -1 for an error */
+    result = got;
+    goto done;
 python:
     result = 0;
     goto done;
@@ -315,9 +328,7 @@ error:
 done:
     Py_XDECREF(offset_obj);
     Py_XDECREF(value);
-    Py_XDECREF(stamp);
     Py_XDECREF(raw);
-    Py_XDECREF(ts);
     Py_XDECREF(keys);
     Py_XDECREF(event_value);
     Py_XDECREF(device);
@@ -463,15 +474,18 @@ typedef struct {
 
 #define REGISTER_LIMIT 65536
 
+/* agg.name += amount, taking over the caller's reference to amount (which may be
+ * NULL: the caller's allocation failed). */
 static int
 add_to(PyObject *agg, PyObject *name, PyObject *amount)
 {
-    PyObject *old = PyObject_GetAttr(agg, name);
-    if (old == NULL) {
+    if (amount == NULL) {
         return -1;
     }
-    PyObject *sum = PyNumber_Add(old, amount);
-    Py_DECREF(old);
+    PyObject *old = PyObject_GetAttr(agg, name);
+    PyObject *sum = old == NULL ? NULL : PyNumber_Add(old, amount);
+    Py_XDECREF(old);
+    Py_DECREF(amount);
     if (sum == NULL) {
         return -1;
     }
@@ -509,34 +523,15 @@ set_float_if(PyObject *agg, PyObject *name, double candidate, int lower)
 static int
 add_scalars(Group *g)
 {
-    PyObject *n = PyLong_FromLongLong(g->count);
-    if (n == NULL) {
+    if (add_to(g->agg, s_count, PyLong_FromLongLong(g->count)) < 0) {
         return -1;
     }
-    int failed = add_to(g->agg, s_count, n);
-    Py_DECREF(n);
-    if (failed || g->vcount == 0) {
-        return failed;
+    if (g->vcount == 0) {
+        return 0;
     }
-    PyObject *vc = PyLong_FromLongLong(g->vcount);
-    if (vc == NULL) {
-        return -1;
-    }
-    failed = add_to(g->agg, s_vcount, vc);
-    Py_DECREF(vc);
-    if (failed) {
-        return -1;
-    }
-    PyObject *vs = PyFloat_FromDouble(g->vsum);
-    if (vs == NULL) {
-        return -1;
-    }
-    failed = add_to(g->agg, s_vsum, vs);
-    Py_DECREF(vs);
-    if (failed) {
-        return -1;
-    }
-    if (set_float_if(g->agg, s_vmin, g->low, 1) < 0) {
+    if (add_to(g->agg, s_vcount, PyLong_FromLongLong(g->vcount)) < 0 ||
+        add_to(g->agg, s_vsum, PyFloat_FromDouble(g->vsum)) < 0 ||
+        set_float_if(g->agg, s_vmin, g->low, 1) < 0) {
         return -1;
     }
     return set_float_if(g->agg, s_vmax, g->high, 0);

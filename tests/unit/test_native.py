@@ -9,6 +9,7 @@ skips these tests and says how to build it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -229,3 +230,55 @@ def test_a_replay_up_to_the_stored_offset_is_skipped_and_the_rest_counted() -> N
     folder.partition(0).roll_up()
     again = [Record(0, o, ARRIVED, good) for o in range(5, 13)]
     assert folder.fold_many(again, {}) == (3, 5, [])
+
+
+def test_the_calls_keep_no_reference_to_what_they_are_given() -> None:
+    """A C extension's usual leak: a reference taken and never given back."""
+    compiled = native.NATIVE
+    assert compiled is not None
+    folder = MapFolder(SETTINGS)
+    read, fields, unknown = folder._read, folder.decoder.fields, "unknown"
+    run = [
+        Record(0, o, ARRIVED, b'{"ts": %r, "app": "a%d", "device_id": "d%d", "duration_ms": %d.5}'
+               % (ARRIVED, o % 3, o % 5, o))
+        for o in range(40)
+    ]  # fmt: skip
+    watched = (read, fields, unknown, run, run[0], run[0].value, Agg, distinct.register_and_rank)
+
+    def once() -> None:
+        state = accumulate.PartitionState(3)
+        compiled.fold_run(
+            run, 0, read, fields, unknown, 70.0, 5.0, 2, 1000,
+            state.partials, state._buffer, state._offsets, 0, 100,
+        )  # fmt: skip
+        state.partials[int(ARRIVED)] = Partial(int(ARRIVED), 3, offset=20)
+        compiled.fold_run(
+            run, 0, read, fields, unknown, 70.0, 5.0, 2, 1000,
+            state.partials, {}, {}, 0, 100,
+        )  # fmt: skip
+        for bucket, buffered in state._buffer.items():
+            partial = Partial(bucket, 3)
+            for _ in range(2):
+                assert add(partial, buffered)
+            assert not add(partial, {("a", "b", "c"): [1, "d"]})
+
+    once()
+    before = [sys.getrefcount(thing) for thing in watched]
+    for _ in range(50):
+        once()
+    assert [sys.getrefcount(thing) for thing in watched] == before
+
+
+def test_an_interrupt_while_decoding_is_not_swallowed() -> None:
+    compiled = native.NATIVE
+    assert compiled is not None
+
+    def interrupted(message: bytes) -> None:
+        raise KeyboardInterrupt
+
+    state = accumulate.PartitionState(3)
+    with pytest.raises(KeyboardInterrupt):
+        compiled.fold_run(
+            [Record(0, 0, ARRIVED, b"{}")], 0, interrupted, ("d0", "d1", "d2"), "unknown",
+            70.0, 5.0, 2, 1000, state.partials, state._buffer, state._offsets, 0, 100,
+        )  # fmt: skip
