@@ -5,8 +5,8 @@ Three ``aggregator run`` pods (lease 4/3/1, a 900 s window that holds the whole
 run) consume a steady stream with malformed messages mixed in, while a seeded
 random schedule (the seed is printed; ``AGG_CHAOS_SEED`` replays one) SIGKILLs
 pods and starts new ones, SIGTERMs the leader once, kills and restarts a
-Hazelcast member, restarts the Kafka broker and pauses the API server beyond the
-lease.  When the stream has stopped and every offset is committed:
+Hazelcast member, SIGKILLs and restarts the Kafka broker and pauses the API
+server beyond the lease.  When the stream has stopped and every offset is committed:
 
 * the stored partials, the dead-letter topic and the final snapshot equal the
   brute-force answer over exactly the messages in the topic (counts per key, per
@@ -101,7 +101,7 @@ class Chaos:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("SIGTERM the leader", self.terminate_leader),
             ("restart a Hazelcast member", self.restart_member),
-            ("restart the Kafka broker", self.restart_broker),
+            ("SIGKILL and restart the Kafka broker", self.restart_broker),
             ("pause the API server", self.pause_api_server),
         ]
         self.rng.shuffle(steps)
@@ -132,7 +132,8 @@ class Chaos:
         await asyncio.to_thread(self.hazelcast.start_member, index)
 
     async def restart_broker(self) -> None:
-        await asyncio.to_thread(self.kafka.stop)
+        print("  SIGKILL the Kafka broker")
+        await asyncio.to_thread(self.kafka.kill)
         await asyncio.sleep(self.rng.uniform(1, 3))
         await asyncio.to_thread(self.kafka.start)
 
