@@ -138,6 +138,7 @@ typedef struct {
     PyObject *read;     /* bytes -> decoded message (raises on a bad one) */
     PyObject *fields;   /* tuple: the message's dimension attributes */
     PyObject *unknown;  /* the key of an absent dimension */
+    PyObject *seconds;  /* epoch_seconds: a time field that is not a float -> float or None */
     double oldest, newest;
     long long bs, max_bytes;
     PyObject *partials, *buffer, *offsets;
@@ -235,8 +236,22 @@ fold_one(FoldArgs *a, PyObject *record)
     }
     double t;
     got = read_float(raw, &a->m_ts, s_ts, &t);
-    if (got <= 0) {
-        goto judged_elsewhere;
+    if (got < 0) {
+        goto error;
+    }
+    if (got == 0) { /* an int or a string: epoch_seconds judges it */
+        PyObject *field = read_slot(raw, &a->m_ts, s_ts);
+        PyObject *converted = field ? PyObject_CallOneArg(a->seconds, field) : NULL;
+        Py_XDECREF(field);
+        if (converted == NULL) {
+            goto error;
+        }
+        int plain = PyFloat_CheckExact(converted);
+        t = plain ? PyFloat_AS_DOUBLE(converted) : 0.0;
+        Py_DECREF(converted);
+        if (!plain) {
+            goto python; /* None: not a time, a rejection */
+        }
     }
     if (t < arrived - a->oldest || t > arrived + a->newest) {
         goto python; /* late or early: a drop */
@@ -341,8 +356,9 @@ fold_run(PyObject *module, PyObject *args)
     FoldArgs a;
     memset(&a, 0, sizeof(a));
     Py_ssize_t start;
-    if (!PyArg_ParseTuple(args, "O!nOO!O!ddLLO!O!O!LL", &PyList_Type, &a.run, &start, &a.read,
-                          &PyTuple_Type, &a.fields, &PyUnicode_Type, &a.unknown, &a.oldest,
+    if (!PyArg_ParseTuple(args, "O!nOO!O!OddLLO!O!O!LL", &PyList_Type, &a.run, &start, &a.read,
+                          &PyTuple_Type, &a.fields, &PyUnicode_Type, &a.unknown, &a.seconds,
+                          &a.oldest,
                           &a.newest, &a.bs, &a.max_bytes, &PyDict_Type, &a.partials,
                           &PyDict_Type, &a.buffer, &PyDict_Type, &a.offsets, &a.buffered,
                           &a.limit)) {
@@ -1001,7 +1017,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"fold_run", fold_run, METH_VARARGS,
-     "fold_run(run, start, read, fields, unknown, oldest, newest, bucket_seconds, "
+     "fold_run(run, start, read, fields, unknown, epoch_seconds, oldest, newest, bucket_seconds, "
      "max_bytes, partials, buffer, offsets, buffered, limit) -> (index, counted, skipped, "
      "buffered): fold run[start:] until a record Python must judge, or the buffer is full."},
     {"add_combos", add_combos, METH_VARARGS,

@@ -7,6 +7,7 @@ def fold_run(
     read: Callable[[bytes], Any],
     fields: tuple[str, ...],
     unknown: str,
+    epoch_seconds: Callable[[Any], float | None],
     oldest: float,
     newest: float,
     bucket_seconds: int,

@@ -219,7 +219,7 @@ class MapFolder:
 
         With the C extension built, each partition's run of records goes through
         ``_native.fold_run``, which folds what it can and stops at a record it
-        leaves to ``fold_python`` (dropped, or of a type it does not take)."""
+        leaves to ``fold_python`` (one to drop, or of a type it does not take)."""
         compiled = native.NATIVE
         if compiled is None:
             return self.fold_python(records, next_offsets)
@@ -235,8 +235,9 @@ class MapFolder:
             index, end = 0, len(run)
             while index < end:
                 index, folded, replayed, state.buffered = fold_run(
-                    run, index, read, fields, UNKNOWN_KEY, oldest, newest, bs, max_bytes,
-                    state.partials, state._buffer, state._offsets, state.buffered, BUFFER_LIMIT,
+                    run, index, read, fields, UNKNOWN_KEY, epoch_seconds, oldest, newest, bs,
+                    max_bytes, state.partials, state._buffer, state._offsets, state.buffered,
+                    BUFFER_LIMIT,
                 )  # fmt: skip
                 counted += folded
                 skipped += replayed

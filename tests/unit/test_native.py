@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from aggregator.core import accumulate, combos, distinct, native, quantiles
 from aggregator.core.accumulate import MapFolder
+from aggregator.core.decode import epoch_seconds
 from aggregator.core.partial import Agg, Partial
 from tests.fixtures.requirements import in_ci
 from tests.unit.test_fold import ARRIVED, SETTINGS
@@ -182,7 +183,7 @@ def test_fold_run_stops_at_what_python_must_judge() -> None:
         Record(0, 2, ARRIVED, good),
     ]
     index, counted, skipped, buffered = compiled.fold_run(
-        run, 0, folder._read, folder.decoder.fields, "unknown", 70.0, 5.0, 2, 1000,
+        run, 0, folder._read, folder.decoder.fields, "unknown", epoch_seconds, 70.0, 5.0, 2, 1000,
         state.partials, state._buffer, state._offsets, 0, 100,
     )  # fmt: skip
     assert (index, counted, skipped, buffered) == (1, 1, 0, 1)
@@ -248,12 +249,12 @@ def test_the_calls_keep_no_reference_to_what_they_are_given() -> None:
     def once() -> None:
         state = accumulate.PartitionState(3)
         compiled.fold_run(
-            run, 0, read, fields, unknown, 70.0, 5.0, 2, 1000,
+            run, 0, read, fields, unknown, epoch_seconds, 70.0, 5.0, 2, 1000,
             state.partials, state._buffer, state._offsets, 0, 100,
         )  # fmt: skip
         state.partials[int(ARRIVED)] = Partial(int(ARRIVED), 3, offset=20)
         compiled.fold_run(
-            run, 0, read, fields, unknown, 70.0, 5.0, 2, 1000,
+            run, 0, read, fields, unknown, epoch_seconds, 70.0, 5.0, 2, 1000,
             state.partials, {}, {}, 0, 100,
         )  # fmt: skip
         for bucket, buffered in state._buffer.items():
@@ -280,5 +281,28 @@ def test_an_interrupt_while_decoding_is_not_swallowed() -> None:
     with pytest.raises(KeyboardInterrupt):
         compiled.fold_run(
             [Record(0, 0, ARRIVED, b"{}")], 0, interrupted, ("d0", "d1", "d2"), "unknown",
-            70.0, 5.0, 2, 1000, state.partials, state._buffer, state._offsets, 0, 100,
+            epoch_seconds, 70.0, 5.0, 2, 1000, state.partials, state._buffer, state._offsets,
+            0, 100,
         )  # fmt: skip
+
+
+def test_integer_and_text_times_stay_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Producers that send whole seconds or RFC 3339 text must not fall back to
+    the Python loop one record at a time; only the drop goes there."""
+    handed_over: list[int] = []
+    python_fold = MapFolder.fold_python
+
+    def counting(self: MapFolder, records: list[Record], read_to: dict[int, int]) -> object:
+        handed_over.append(len(records))
+        return python_fold(self, records, read_to)
+
+    monkeypatch.setattr(MapFolder, "fold_python", counting)
+    whole = int(ARRIVED)
+    run = [
+        Record(0, 0, ARRIVED, b'{"ts": %d, "app": "a"}' % whole),
+        Record(0, 1, ARRIVED, b'{"ts": "1970-01-12T13:46:40Z", "app": "b"}'),  # = ARRIVED
+        Record(0, 2, ARRIVED, b'{"ts": "yesterday", "app": "c"}'),
+        Record(0, 3, ARRIVED, b'{"ts": %d, "app": "a"}' % whole),
+    ]
+    assert MapFolder(SETTINGS).fold_many(run, {}) == (3, 0, [(run[2], "invalid_ts")])
+    assert handed_over == [1]
