@@ -239,18 +239,24 @@ def table(plan: Plan, results: Results) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     raw = results.raw
+    one = next((r for r in results.maps if r.processes == 1), None)
     for run_ in results.maps:
         per = run_.per_process_events_per_s
         share = per / raw.events_per_s if raw else math.nan
-        met = per >= TARGET_MAP_PER_PROCESS and share >= TARGET_CEILING_SHARE
+        if run_.processes == 1:
+            compared = f"{share:.0%} of the ceiling"
+            goal = f">= {TARGET_MAP_PER_PROCESS:,} and >= {TARGET_CEILING_SHARE:.0%}"
+            verdict = _met(per >= TARGET_MAP_PER_PROCESS and share >= TARGET_CEILING_SHARE)
+        else:  # the 2 cores are shared with the broker and the members: read the total
+            together = run_.events_per_s / one.events_per_s if one else math.nan
+            compared = f"{share:.0%} of the ceiling each; {together:.2f}x one process together"
+            goal, verdict = "- (2 cores shared)", "-"
         lines.append(
             f"| map stage, {run_.processes} process{'es' if run_.processes > 1 else ''}: "
             f"events/s per process (all together) | {per:,.0f} ({run_.events_per_s:,.0f}) "
             f"| raw aiokafka, 1 process: {raw.events_per_s if raw else math.nan:,.0f} "
-            f"| {share:.0%} of the ceiling "
-            f"| >= {TARGET_MAP_PER_PROCESS:,} and >= {TARGET_CEILING_SHARE:.0%} | {_met(met)} |"
+            f"| {compared} | {goal} | {verdict} |"
         )
-    one = next((r for r in results.maps if r.processes == 1), None)
     for peer in results.peers:
         if one is None:
             break

@@ -11,8 +11,8 @@ import pytest
 
 from bench.doc import write_block
 from bench.latency import Batch, _latencies, phase
-from bench.suite import rss_start_end
-from bench.throughput import SETTLE_S, MapRun, _Group
+from bench.suite import Plan, Results, rss_start_end, table
+from bench.throughput import SETTLE_S, MapRun, Rate, _Group
 from bench.workload import EventPool
 
 
@@ -87,3 +87,24 @@ def test_a_block_is_appended_once_then_replaced_in_place(tmp_path: Path) -> None
     assert "first" not in text
     assert "second $1 \\1" in text  # taken literally, not as a regex template
     assert text.startswith("# Benchmarks\n\nintro\n")
+
+
+def test_only_the_one_process_row_is_judged_against_the_ceiling() -> None:
+    """Several map processes share the 2 cores with the broker and the members:
+    their row reports the total against one process, and no verdict."""
+    results = Results(
+        raw=Rate("raw aiokafka", 600_000, 1.0),
+        maps=[
+            MapRun(processes=1, records=330_000, seconds=1.0, store_calls=10, flushes=2,
+                   partials_written=20),
+            MapRun(processes=2, records=600_000, seconds=1.0, store_calls=10, flushes=2,
+                   partials_written=20),
+        ],
+    )  # fmt: skip
+    rows = [line for line in table(Plan.quick(), results) if line.startswith("| map stage, ")]
+    assert rows[0].endswith("| 55% of the ceiling | >= 100,000 and >= 50% | yes |"), rows[0]
+    assert "| 50% of the ceiling each; 1.82x one process together |" in rows[1], rows[1]
+    assert rows[1].endswith("| - (2 cores shared) | - |"), rows[1]
+    slow = Results(raw=results.raw, maps=[MapRun(1, 240_000, 1.0, 10, 2, 20)])
+    [row] = [line for line in table(Plan.quick(), slow) if line.startswith("| map stage, ")]
+    assert row.endswith("| 40% of the ceiling | >= 100,000 and >= 50% | **no** |"), row
