@@ -108,7 +108,8 @@ class PartitionState:
         value: float | None,
         device: str | None,
     ) -> None:
-        """Fold one event (``MapFolder.fold_many`` does the same inline)."""
+        """Fold one event (``MapFolder.fold_python`` does the same inline, and
+        ``_native.fold_run`` in C)."""
         combos = self._buffer.get(bucket)
         if combos is None:
             combos = self._buffer[bucket] = {}

@@ -111,9 +111,9 @@ class MapStage:
                 await self.flush()
                 last_flush = self._clock.monotonic()
             if not records and self._clock.monotonic() - self._heard_at >= SOURCE_CHECK_S:
-                await self.check_source()
+                await self._check_source()
 
-    async def check_source(self) -> bool:
+    async def _check_source(self) -> None:
         """Ask the source for its end offsets: whether it can be reached (the stage
         is not ready while it cannot)."""
         try:
@@ -121,9 +121,8 @@ class MapStage:
         except SourceUnavailable as error:
             self._source_down(error)
             self._heard_at = self._clock.monotonic()  # the next check in SOURCE_CHECK_S
-            return False
+            return
         self._source_up()
-        return True
 
     def _source_up(self) -> None:
         if not self._source_ok:
