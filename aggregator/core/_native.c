@@ -636,7 +636,8 @@ combos_are_plain(PyObject *combos, Py_ssize_t dims)
 
 /* What one pass over the combos learns, shared by the total and each dimension. */
 typedef struct {
-    Py_ssize_t ncombos, nvalues, ndevices;
+    Py_ssize_t ncombos, nvalues, ndevices; /* ndevices: distinct */
+    Py_ssize_t device_events;              /* events with a device */
     int32_t *value_bin;      /* per value: index into bins */
     int32_t *event_device;   /* per device seen: index into device_reg/rank */
     Py_ssize_t *first_value; /* per combo, ncombos + 1 */
@@ -796,6 +797,7 @@ first_pass(PyObject *combos, PyObject *rank_of, long zero_bin, double min_indexa
     p->first_value[c] = v;
     p->first_device[c] = dv;
     p->nvalues = v;
+    p->device_events = dv;
     Py_XDECREF(device_index);
     table_free(&bin_index);
     return failed;
@@ -925,7 +927,7 @@ add_combos(PyObject *module, PyObject *args)
         goto done;
     }
     if (table_init(&bins, (size_t)p.nvalues) < 0 ||
-        table_init(&regs, (size_t)(p.first_device[p.ncombos])) < 0) {
+        table_init(&regs, (size_t)p.device_events) < 0) {
         goto done;
     }
 
