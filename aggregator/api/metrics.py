@@ -67,7 +67,7 @@ class AggregatorCollector(Collector):
                 rejected.add_metric([name, reason], count)
             flush.add_metric([name], stats.flushes, stats.flush_seconds_total)
             reduce_stats = pod.reduce.stats
-            tick.add_metric([name], reduce_stats.ticks, sum(reduce_stats.tick_seconds))
+            tick.add_metric([name], reduce_stats.ticks, reduce_stats.tick_seconds_total)
             leader.add_metric([name], 1.0 if pod.elector.is_leader() else 0.0)
             epoch.add_metric([name], float(pod.hub.highest_epoch))
             clients.add_metric([name], float(pod.hub.clients))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -38,15 +38,15 @@ class ReduceStats:
     published: int = 0
     publish_failures: int = 0
     withheld: int = 0
+    tick_seconds_total: float = 0.0
+    """Cumulative, like ``ticks``: /metrics reports the pair as a summary's _sum and
+    _count, which Prometheus requires never to fall back."""
     last_tick_seconds: float = 0.0
-    tick_seconds: list[float] = field(default_factory=list)
 
     def record(self, seconds: float) -> None:
         self.ticks += 1
+        self.tick_seconds_total += seconds
         self.last_tick_seconds = seconds
-        self.tick_seconds.append(seconds)
-        if len(self.tick_seconds) > 1000:
-            del self.tick_seconds[:500]
 
 
 class ReduceStage:
