@@ -5,7 +5,7 @@
 // keeps ages, the stale state and the reconnect countdown current between ticks.
 
 import { SeriesChart } from "./chart.js";
-import { StatsConnection } from "./connection.js";
+import { SERVICE_RESTART, StatsConnection, TRY_AGAIN_LATER } from "./connection.js";
 import { DemoControls } from "./demo.js";
 import { byId, h, setAttr, setText, toggleClass } from "./dom.js";
 import * as fmt from "./format.js";
@@ -311,8 +311,8 @@ function renderBanner(state, stale, age, tick, now) {
 }
 
 function describeCloseShort(code) {
-  if (code === 1012) return "server restarting";
-  if (code === 1013) return "no pod ready";
+  if (code === SERVICE_RESTART) return "server restarting";
+  if (code === TRY_AGAIN_LATER) return "no pod ready";
   if (code === 1006) return "connection lost";
   return `closed with ${code}`;
 }

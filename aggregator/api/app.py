@@ -19,10 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from aggregator.api.backend import Backend, DemoControls
 from aggregator.api.dashboard import dashboard_dir
 from aggregator.api.metrics import AggregatorCollector
-from aggregator.services.hub import GOING_AWAY
+from aggregator.services.hub import SERVICE_RESTART, TRY_AGAIN_LATER
 from aggregator.services.pod import Pod
-
-TRY_AGAIN_LATER = 1013
 
 
 def create_app(
@@ -104,7 +102,7 @@ def create_app(
             while True:
                 message = await mailbox.next()
                 if message is None:
-                    await socket.close(code=mailbox.closed_with or GOING_AWAY)
+                    await socket.close(code=mailbox.closed_with or SERVICE_RESTART)
                     return
                 await socket.send_text(message.payload.decode())
         except (WebSocketDisconnect, RuntimeError):

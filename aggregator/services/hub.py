@@ -13,8 +13,15 @@ import logging
 
 from aggregator.ports.bus import Published, SnapshotBus, Subscription
 
-GOING_AWAY = 1012
-"""Websocket close code "service restart": browsers reconnect to another pod."""
+SERVICE_RESTART = 1012
+"""Websocket close code "Service Restart" (RFC 6455 registry), sent when this pod
+shuts down: the dashboard reconnects at once, and behind the Service it reaches
+another pod.  (1001 would be "Going Away".)"""
+TRY_AGAIN_LATER = 1013
+"""Websocket close code "Try Again Later": no pod in this process can serve yet.
+
+dashboard/connection.js holds the browser's copy of both codes; tests/unit/test_hub.py
+holds the two equal."""
 
 
 class Mailbox:
@@ -96,7 +103,7 @@ class SnapshotHub:
     def clients(self) -> int:
         return len(self._clients)
 
-    async def close(self, code: int = GOING_AWAY) -> None:
+    async def close(self, code: int = SERVICE_RESTART) -> None:
         if self._subscription is not None:
             await self._subscription.close()
             self._subscription = None

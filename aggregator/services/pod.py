@@ -26,7 +26,7 @@ from aggregator.ports.members import MemberInfo, MemberRegistry
 from aggregator.ports.source import DeadLetters, EventSource
 from aggregator.ports.store import PartialFeed, PartialStore
 from aggregator.services.elector import Elector
-from aggregator.services.hub import GOING_AWAY, SnapshotHub
+from aggregator.services.hub import SERVICE_RESTART, SnapshotHub
 from aggregator.services.map_stage import MapStage
 from aggregator.services.membership import Membership
 from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
@@ -152,7 +152,7 @@ class Pod:
         with contextlib.suppress(asyncio.CancelledError):
             await members_task
         await self.membership.leave(self.identity)
-        await self.hub.close(GOING_AWAY)
+        await self.hub.close(SERVICE_RESTART)
         self._log.info("pod %s stopped", self.name)
 
     async def kill(self) -> None:
@@ -171,7 +171,7 @@ class Pod:
                 task.exception()  # a crash is irrelevant to a kill: mark it seen
         for task in pending:
             self._log.warning("task %s ignored its cancellation", task.get_name())
-        await self.hub.close(GOING_AWAY)
+        await self.hub.close(SERVICE_RESTART)
 
     async def wait(self) -> None:
         """Until a task ends by itself (it should not); re-raise its error."""

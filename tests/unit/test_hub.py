@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from aggregator.adapters.memory.bus import MemoryBus
+from aggregator.api.dashboard import dashboard_dir
 from aggregator.ports.bus import Published
-from aggregator.services.hub import GOING_AWAY, SnapshotHub
+from aggregator.services.hub import SERVICE_RESTART, TRY_AGAIN_LATER, SnapshotHub
 
 
 def message(epoch: int, at: float, leader: str = "pod-a") -> Published:
@@ -49,4 +52,14 @@ async def test_new_client_gets_the_latest_at_once_and_close_says_1012() -> None:
     assert first.epoch == 4
     await hub.close()
     assert await mailbox.next() is None
-    assert mailbox.closed_with == GOING_AWAY
+    assert mailbox.closed_with == SERVICE_RESTART == 1012
+
+
+def test_the_close_codes_are_the_ones_the_dashboard_knows() -> None:
+    source = (dashboard_dir() / "connection.js").read_text()
+    exported = {
+        name: int(code)
+        for name, code in re.findall(r"^export const ([A-Z_]+) = (\d+);", source, re.MULTILINE)
+    }
+    assert exported["SERVICE_RESTART"] == SERVICE_RESTART
+    assert exported["TRY_AGAIN_LATER"] == TRY_AGAIN_LATER
