@@ -24,9 +24,12 @@ from aggregator.services.map_stage import MapStage
 class CollectingDeadLetters:
     def __init__(self) -> None:
         self.sent: list[tuple[int, int, str]] = []
+        self.offered: list[int] = []
+        """How many dead letters each call was given, failed calls included."""
         self.failing = False
 
     async def send_many(self, items: Sequence[tuple[SourceRecord, str]]) -> None:
+        self.offered.append(len(items))
         if self.failing:
             raise SourceUnavailable("dead-letter topic unreachable")
         self.sent.extend((r.partition, r.offset, reason) for r, reason in items)
@@ -61,8 +64,13 @@ async def test_commits_wait_for_dead_letters_and_store() -> None:
     task = asyncio.create_task(stage.run())
     try:
         await until(lambda: stage.stats.records == 20)
-        await asyncio.sleep(0.3)
+        # Every flush that ends from now on began after all 20 records were
+        # folded (fold and flush run one after the other in the stage's task).
+        flushes = stage.stats.flushes
+        await until(lambda: stage.stats.flushes > flushes)
+        assert dead.offered[-1] == 4  # that flush tried to send every dead letter
         assert await consumer.committed(0) is None  # dead letters not out: no commit
+        assert await consumer.committed(1) is None
         dead.failing = False
         await until(lambda: len(dead.sent) == 4)
         await until(lambda: stage.ready)
