@@ -191,11 +191,13 @@ class Elector:
         await asyncio.shield(self._shutdown())
 
     def _shutdown(self) -> asyncio.Task[None]:
+        """The one shutdown, started by whichever of ``run()``'s end and ``stop()``
+        comes first; the other awaits the same task."""
         if self._shutdown_task is None:
-            self._shutdown_task = asyncio.ensure_future(self._shut_down())
+            self._shutdown_task = asyncio.ensure_future(self._leave_election())
         return self._shutdown_task
 
-    async def _shut_down(self) -> None:
+    async def _leave_election(self) -> None:
         self._stopping = True
         loop = self._loop_task
         if loop is not None and not loop.done():
@@ -255,20 +257,20 @@ class Elector:
             return
         now = self._clock.monotonic()
         if now >= deadline:
-            await self._stop_leading(
-                f"failed to renew the lease within the renew deadline "
-                f"({self._timings.renew_deadline_s:g} s)"
-            )
+            await self._stop_at_renew_deadline()
             return
         if now < self._next_renew_at:
             return
         self._next_renew_at = now + self._timings.retry_period_s
         await self._attempt()
         if self._epoch is not None and self.leading_epoch() is None and not self._stopping:
-            await self._stop_leading(
-                f"failed to renew the lease within the renew deadline "
-                f"({self._timings.renew_deadline_s:g} s)"
-            )
+            await self._stop_at_renew_deadline()
+
+    async def _stop_at_renew_deadline(self) -> None:
+        await self._stop_leading(
+            f"failed to renew the lease within the renew deadline "
+            f"({self._timings.renew_deadline_s:g} s)"
+        )
 
     async def _pause(
         self, seconds: float, *, watch: bool = False, version: str | None = None
