@@ -696,8 +696,10 @@ def snapshot_problems(snapshot: dict[str, Any], truth: Truth) -> list[str]:
             if not distinct_ok(row["distinct"], exact):
                 problems.append(f"by {name}={key}: distinct {row['distinct']}, exact {exact}")
             values = [e.value for e in mine if e.value is not None]
-            if values and not quantile_ok(row["p99"], nearest_rank_value(values, 0.99)):
-                problems.append(f"by {name}={key}: p99 {row['p99']}, exact {values}")
+            if values:
+                p99 = nearest_rank_value(values, 0.99)
+                if not quantile_ok(row["p99"], p99):
+                    problems.append(f"by {name}={key}: p99 {row['p99']}, exact {p99}")
     reasons = truth.reasons()
     expected_rejected = {reason: reasons.get(reason, 0) for reason in REASONS}
     rejected = snapshot["rejected"]
