@@ -27,7 +27,6 @@ REGISTERS = 1 << PRECISION
 _REST_BITS = 64 - PRECISION
 _REST_MASK = (1 << _REST_BITS) - 1
 _ALPHA = 0.7213 / (1.0 + 1.079 / REGISTERS)
-STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
 
 Registers = dict[int, int]
 _hash = xxhash.xxh3_64_intdigest
@@ -119,14 +118,6 @@ class SlidingMax:
         while pairs and pairs[0][0] < start:
             pairs.pop(0)
         return pairs[0][1] if pairs else None
-
-    def overall(self) -> float | None:
-        """The maximum over every time kept."""
-        return self._pairs[0][1] if self._pairs else None
-
-    def first_time(self) -> int:
-        """The time after which the current maximum no longer counts."""
-        return self._pairs[0][0]
 
     def __bool__(self) -> bool:
         return bool(self._pairs)

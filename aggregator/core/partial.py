@@ -9,7 +9,7 @@ into it, which is what makes replays after a crash idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aggregator.core import distinct, quantiles
@@ -117,9 +117,6 @@ class Partial:
         twin.offset = self.offset
         return twin
 
-    def is_empty(self) -> bool:
-        return self.total.count == 0 and not self.dropped
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Partial):
             return NotImplemented
@@ -136,11 +133,6 @@ class Partial:
             f"Partial(bucket={self.bucket}, offset={self.offset}, count={self.total.count}, "
             f"dropped={self.dropped})"
         )
-
-    def keyed_aggs(self) -> Iterator[tuple[int, str, Agg]]:
-        for dim, keys in enumerate(self.by):
-            for key, agg in keys.items():
-                yield dim, key, agg
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,6 @@ import logging
 from dataclasses import dataclass, field
 
 from aggregator.core.accumulate import FoldSettings, MapFolder
-from aggregator.core.events import Reject, Timeliness
 from aggregator.ports.clock import Clock
 from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, SourceUnavailable
 from aggregator.ports.store import PartialStore, StoreUnavailable
@@ -302,7 +301,3 @@ class MapStage:
                 continue
             self.folder.partition(partition).load(partials)
             return
-
-
-def drop_reasons() -> list[str]:
-    return [r.value for r in Reject] + [t.value for t in Timeliness]

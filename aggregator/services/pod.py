@@ -103,7 +103,6 @@ class Pod:
             self.identity,
             settings.timings,
             on_started_leading=self.reduce.run,
-            on_new_leader=self._on_new_leader,
             logger=self._log.getChild("elector"),
         )
         self.hub = SnapshotHub(ports.bus, logger=self._log.getChild("hub"))
@@ -189,9 +188,6 @@ class Pod:
 
     def _leading_epoch(self) -> int | None:
         return self.elector.leading_epoch() if self.alive else None
-
-    def _on_new_leader(self, identity: str) -> None:
-        return None
 
     async def describe(self) -> MemberInfo:
         clock = self.ports.clock

@@ -172,9 +172,6 @@ class MemoryConsumer:
     def assignment(self) -> frozenset[int]:
         return self._assigned
 
-    def lag(self) -> int:
-        return sum(self._log.end_offset(p) - self._positions.get(p, 0) for p in self._assigned)
-
     async def stop(self) -> None:
         if self._listener is not None and self._assigned:
             await self._listener.on_revoked(self._assigned)
