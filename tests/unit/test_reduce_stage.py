@@ -1,5 +1,5 @@
 """The reduce stage on the memory adapters: a bus outage costs snapshots, never
-the reducer itself."""
+the reducer itself; only the epoch the elector confirms is published."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import contextlib
 import orjson
 
 from aggregator.adapters.memory.bus import MemoryBus
-from aggregator.adapters.memory.clock import SystemClock
+from aggregator.adapters.memory.clock import ManualClock, SystemClock
 from aggregator.adapters.memory.store import MemoryFeed, MemoryStoreServer
+from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published
 from aggregator.ports.store import StoreUnavailable
 from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
@@ -59,3 +60,37 @@ async def test_a_failing_publish_is_counted_and_the_next_tick_publishes() -> Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_tick_publishes_only_while_the_elector_confirms_its_epoch() -> None:
+    # The elector cancels a deposed leader's task, but a tick already under way
+    # must not publish either: before every publish the stage asks the elector
+    # for the epoch it still leads with (None once demoted or past the renew
+    # deadline, another epoch once the lease was lost and won again).
+    clock = ManualClock()
+    bus = MemoryBus()
+    confirmed: list[int | None] = [None]
+    settings = ReduceSettings(("app",), 300, 1, 1.0, 10)
+    stage = ReduceStage(
+        MemoryFeed(MemoryStoreServer(clock, ttl_s=600)),
+        bus,
+        clock,
+        settings,
+        identity="pod_a",
+        leading_epoch=lambda: confirmed[0],
+    )
+    window = RollingWindow(len(settings.dimension_names), 300, 1)
+
+    for elector_says in (None, 4, 2):  # demoted, a newer term, an older one
+        confirmed[0] = elector_says
+        await stage.tick(window, 3)
+    assert (bus.published, stage.stats.withheld, stage.stats.published) == (0, 3, 0)
+    assert await bus.latest() is None
+    assert stage.stats.ticks == 3  # the ticks ran; only their publishes were held back
+
+    confirmed[0] = 3
+    await stage.tick(window, 3)
+    latest = await bus.latest()
+    assert latest is not None
+    assert latest.epoch == 3
+    assert (bus.published, stage.stats.withheld, stage.stats.published) == (1, 3, 1)
