@@ -1,12 +1,13 @@
 """The map stage on the memory adapters: commits wait for the store and the
-dead-letter queue; outages pause it and it resumes by itself."""
+dead-letter queue; outages pause it and it resumes by itself; a fenced write
+makes it reload and read again, never commit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
 from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
-from aggregator.ports.source import SourceRecord, SourceUnavailable
+from aggregator.ports.source import RebalanceListener, SourceRecord, SourceUnavailable
 from aggregator.services import map_stage
 from aggregator.services.map_stage import MapStage
 
@@ -173,3 +174,120 @@ async def test_a_source_that_goes_silent_and_unreachable_makes_the_stage_unready
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Offsets:
+    """The consumer group's committed offsets, shared by the sources below, with
+    each commit checked against what the store holds at that moment."""
+
+    def __init__(self, store: MemoryStoreServer, topic: str) -> None:
+        self.committed: dict[int, int] = {}
+        self.history: list[int] = []
+        self.past_the_store: list[tuple[int, int]] = []
+        """(committed offset, highest stored offset) of each commit that claimed
+        messages the store does not hold: a restart would skip them."""
+        self._reader = MemoryStoreClient(store)
+        self._topic = topic
+
+    async def commit(self, partition: int, offset: int) -> None:
+        partials = await self._reader.load(self._topic, partition)
+        stored = max((p.offset for p in partials), default=-1)
+        if offset > stored + 1:
+            self.past_the_store.append((offset, stored))
+        self.committed[partition] = offset
+        self.history.append(offset)
+
+
+class HeldPartition:
+    """An ``EventSource`` that holds partition 0 of ``log`` and never learns that it
+    lost it (a consumer cut off from the group coordinator that keeps fetching and
+    committing); it reads only up to ``readable_to``, so the test decides who reads
+    what, and when."""
+
+    def __init__(self, log: MemoryLog, offsets: Offsets) -> None:
+        self._log = log
+        self._offsets = offsets
+        self.position = 0
+        self.readable_to = 0
+
+    @property
+    def name(self) -> str:
+        return self._log.topic
+
+    async def start(self, listener: RebalanceListener) -> None:
+        await listener.on_assigned(frozenset({0}))
+        self.position = self._offsets.committed.get(0, 0)
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        limit = min(max_records, self.readable_to - self.position)
+        records = self._log.read(0, self.position, limit) if limit > 0 else []
+        if not records:
+            await asyncio.sleep(min(timeout_s, 0.01))
+            return []
+        self.position = records[-1].offset + 1
+        return records
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        for partition, offset in offsets.items():
+            await self._offsets.commit(partition, offset)
+
+    async def seek(self, partition: int, offset: int) -> None:
+        self.position = offset
+
+    async def committed(self, partition: int) -> int | None:
+        return self._offsets.committed.get(partition)
+
+    async def end_offsets(self) -> dict[int, int]:
+        return {0: self._log.end_offset(0)}
+
+    def assignment(self) -> frozenset[int]:
+        return frozenset({0})
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_a_deposed_map_stage_reloads_and_never_commits_past_the_store() -> None:
+    # Pod A folds and commits offsets 0-9, then loses partition 0 without
+    # noticing; pod B takes it over and stores and commits 10-19.  A, still
+    # running, reads 10-24: its write is fenced (B wrote since A last loaded), so
+    # it must drop what it folded, reload B's partial, read again from the
+    # committed offset 20, and commit 25 only once it has stored 20-24.
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=1)
+    event = orjson.dumps({"ts": clock.time(), "app": "a"})
+    for _ in range(25):
+        log.append(0, event)
+    server = MemoryStoreServer(clock, ttl_s=600)
+    offsets = Offsets(server, log.topic)
+    settings = FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000)
+    sources = {pod: HeldPartition(log, offsets) for pod in "ab"}
+    stages = {
+        pod: MapStage(source, MemoryStoreClient(server), clock, settings, flush_interval_s=0.05)
+        for pod, source in sources.items()
+    }
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        sources["a"].readable_to = 10
+        tasks.append(asyncio.create_task(stages["a"].run()))
+        await until(lambda: offsets.committed.get(0) == 10)
+        sources["b"].readable_to = 20
+        tasks.append(asyncio.create_task(stages["b"].run()))
+        await until(lambda: offsets.committed.get(0) == 20)
+
+        sources["a"].readable_to = 25
+        with contextlib.suppress(TimeoutError):  # the assertions below say what went wrong
+            await until(lambda: offsets.committed.get(0) == 25)
+
+        assert offsets.past_the_store == []
+        assert offsets.history == [10, 20, 25]
+        assert (stages["a"].stats.fenced, stages["a"].stats.resyncs) == (1, 1)
+        assert stages["a"].stats.counted == 10 + 15 + 5  # 20-24 folded again after the reload
+        (stored,) = await MemoryStoreClient(server).load(log.topic, 0)
+        assert (stored.total.count, stored.offset) == (25, 24)  # each message once
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
