@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.core import accumulate
+from aggregator.core import accumulate, native
 from aggregator.core.accumulate import SKIPPED, FoldSettings, MapFolder, PartitionState
 from aggregator.core.decode import Decoder
 from aggregator.core.events import Event, EventSchema, Reject, Timeliness
@@ -184,3 +184,37 @@ def test_the_buffer_merges_itself_past_its_limit(monkeypatch: pytest.MonkeyPatch
     assert partial.total.count == 25
     assert partial.by[0]["a"].vcount == 25
     assert partial.offset == 24
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (b"not json", Reject.INVALID_JSON),
+        (orjson.dumps({"ts": ARRIVED - 1000, "app": "a"}), Timeliness.LATE),
+        (orjson.dumps({"ts": ARRIVED + 100, "app": "a"}), Timeliness.FUTURE),
+    ],
+)
+@pytest.mark.parametrize("compiled", [True, False], ids=["native", "python"])
+def test_a_replayed_drop_at_exactly_the_stored_offset_is_skipped(
+    message: bytes, reason: Reject | Timeliness, compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dropped message is filed in its arrival bucket's partial and raises that
+    partial's offset like a counted one, so after a crash the replay must skip it
+    at that offset (``PartitionState.counted``), not count the drop twice."""
+    if not compiled:
+        monkeypatch.setattr(native, "NATIVE", None)
+    counted = b'{"ts": 1000000, "app": "a", "duration_ms": 3, "device_id": "d"}'
+    first = MapFolder(SETTINGS)
+    assert first.fold(0, 5, ARRIVED, counted) is None
+    assert first.fold(0, 6, ARRIVED, message) == reason
+    (stored,) = first.partition(0).roll_up()
+    assert (stored.offset, stored.dropped) == (6, {reason.value: 1})
+
+    # A restarted pod loads the stored partial and reads again from before it.
+    replay = MapFolder(SETTINGS)
+    replay.partition(0).load([Partial.from_wire(orjson.loads(orjson.dumps(stored.to_wire())))])
+    assert replay.fold(0, 5, ARRIVED, counted) == SKIPPED
+    assert replay.fold(0, 6, ARRIVED, message) == SKIPPED
+    assert replay.fold(0, 7, ARRIVED, message) == reason  # a new message still counts
+    (partial,) = replay.partition(0).roll_up()
+    assert (partial.offset, partial.total.count, partial.dropped) == (7, 1, {reason.value: 2})
