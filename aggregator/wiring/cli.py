@@ -225,15 +225,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(app: FastAPI, host: str, port: int, settings: Settings) -> int:
     import uvicorn
 
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        lifespan="on",
-        ws="websockets",
-        access_log=False,
-    )
+    from aggregator.wiring.serving import server_config
+
+    config = server_config(app, host=host, port=port, log_level=settings.log_level)
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve())

@@ -37,6 +37,7 @@ from aggregator.ports.lease import LeaseForbidden, LeaseUnavailable
 from aggregator.ports.store import StoreUnavailable
 from aggregator.services.pod import Pod, PodPorts, new_identity
 from aggregator.wiring.compose import pod_settings
+from aggregator.wiring.serving import server_config
 from aggregator.wiring.settings import Settings
 
 log = logging.getLogger("aggregator.run")
@@ -239,14 +240,8 @@ async def _run(settings: Settings) -> int:
             lease.close()
 
     app = create_app(SinglePod(pod), lifespan=lifespan)
-    config = uvicorn.Config(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        lifespan="on",
-        log_level=settings.log_level.lower(),
-        ws="websockets",
-        access_log=False,
+    config = server_config(
+        app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level
     )
     server = GracefulServer(config, pod)
     await server.serve()
