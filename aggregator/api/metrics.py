@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector
 
@@ -37,10 +37,10 @@ class AggregatorCollector(Collector):
             "Messages that did not count, by reason",
             labels=["pod", "reason"],
         )
-        flush = SummaryMetricFamily(
+        flush = HistogramMetricFamily(
             "aggregator_flush_seconds", "Time to store partials and commit", labels=["pod"]
         )
-        tick = SummaryMetricFamily(
+        tick = HistogramMetricFamily(
             "aggregator_reduce_tick_seconds", "Time of one reduce tick", labels=["pod"]
         )
         leader = GaugeMetricFamily(
@@ -65,9 +65,11 @@ class AggregatorCollector(Collector):
             skipped.add_metric([name], stats.skipped)
             for reason, count in sorted(stats.dropped.items()):
                 rejected.add_metric([name, reason], count)
-            flush.add_metric([name], stats.flushes, stats.flush_seconds_total)
-            reduce_stats = pod.reduce.stats
-            tick.add_metric([name], reduce_stats.ticks, reduce_stats.tick_seconds_total)
+            for family, durations in (
+                (flush, stats.flush_seconds),
+                (tick, pod.reduce.stats.tick_seconds),
+            ):
+                family.add_metric([name], durations.cumulative(), durations.total_seconds)
             leader.add_metric([name], 1.0 if pod.elector.is_leader() else 0.0)
             epoch.add_metric([name], float(pod.hub.highest_epoch))
             clients.add_metric([name], float(pod.hub.clients))

@@ -19,6 +19,7 @@ from aggregator.core.accumulate import FoldSettings, MapFolder
 from aggregator.ports.clock import Clock
 from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, SourceUnavailable
 from aggregator.ports.store import PartialStore, StoreUnavailable
+from aggregator.services.durations import FLUSH_BOUNDS, Durations
 
 FETCH_MAX_RECORDS = 5000
 SOURCE_CHECK_S = 5.0
@@ -33,12 +34,14 @@ class MapStats:
     counted: int = 0
     skipped: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
-    flushes: int = 0
-    flush_seconds_total: float = 0.0
-    last_flush_seconds: float = 0.0
+    flush_seconds: Durations = field(default_factory=lambda: Durations(FLUSH_BOUNDS))
     store_calls: int = 0
     fenced: int = 0
     resyncs: int = 0
+
+    @property
+    def flushes(self) -> int:
+        return self.flush_seconds.count
 
 
 class MapStage:
@@ -208,10 +211,7 @@ class MapStage:
             return False
         except SourceUnavailable as error:
             self._log.warning("commit failed, will retry at the next flush: %s", error)
-        elapsed = self._clock.monotonic() - started
-        self.stats.flushes += 1
-        self.stats.flush_seconds_total += elapsed
-        self.stats.last_flush_seconds = elapsed
+        self.stats.flush_seconds.observe(self._clock.monotonic() - started)
         return True
 
     async def _flush_partition(self, partition: int) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -21,6 +21,7 @@ from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published, SnapshotBus
 from aggregator.ports.clock import Clock
 from aggregator.ports.store import PartialFeed, StoreUnavailable
+from aggregator.services.durations import TICK_BOUNDS, Durations
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,19 +35,17 @@ class ReduceSettings:
 
 @dataclass
 class ReduceStats:
-    ticks: int = 0
     published: int = 0
     publish_failures: int = 0
     withheld: int = 0
-    tick_seconds_total: float = 0.0
-    """Cumulative, like ``ticks``: /metrics reports the pair as a summary's _sum and
-    _count, which Prometheus requires never to fall back."""
-    last_tick_seconds: float = 0.0
+    tick_seconds: Durations = field(default_factory=lambda: Durations(TICK_BOUNDS))
+
+    @property
+    def ticks(self) -> int:
+        return self.tick_seconds.count
 
     def record(self, seconds: float) -> None:
-        self.ticks += 1
-        self.tick_seconds_total += seconds
-        self.last_tick_seconds = seconds
+        self.tick_seconds.observe(seconds)
 
 
 class ReduceStage:
