@@ -52,7 +52,12 @@ COPY pyproject.toml README.md hatch_build.py ./
 COPY aggregator/ aggregator/
 COPY --from=dashboard /src/dashboard/ dashboard/
 # AGG_NATIVE=required: a wheel without the extension fails the build here.
-RUN AGG_NATIVE=required pip wheel --wheel-dir /wheels .
+# Behind a proxy that re-signs TLS, pass its CA bundle as a build secret; it is
+# used for this step only and never lands in a layer:
+#   docker build --secret id=pip-cert,src=/path/to/ca-bundle.crt .
+RUN --mount=type=secret,id=pip-cert,required=false \
+    if [ -s /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+ && AGG_NATIVE=required pip wheel --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

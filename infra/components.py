@@ -22,6 +22,7 @@ MODULES: dict[str, str] = {
     "kafka": "infra.kafka",
     "hazelcast": "infra.hazelcast",
     "kube": "infra.kube",
+    "node": "infra.node",
 }
 
 

@@ -31,6 +31,7 @@ from infra.maven import (
     start_timeout_s,
     wait_ports_closed,
 )
+from infra.node.layout import NODE_IP
 from infra.paths import REPO_ROOT, state_dir
 from infra.process import InfraError, ServerProcess, require_free_port, run_checked
 
@@ -38,6 +39,10 @@ HOST = "127.0.0.1"
 PORT = 19092
 CONTROLLER_PORT = 19093
 BOOTSTRAP = f"{HOST}:{PORT}"
+#: Where the local node's pods reach the broker (the node address; see infra/node).
+PODS_HOST = NODE_IP
+PODS_PORT = 19094
+PODS_BOOTSTRAP = f"{PODS_HOST}:{PODS_PORT}"
 
 JARS = JarSet("kafka", "kafka.version")
 SERVER = ServerProcess("kafka")
@@ -164,8 +169,13 @@ def _write_config() -> Path:
         [
             "",
             "# --- added by infra/kafka.py for this machine ---",
-            f"listeners=PLAINTEXT://{HOST}:{PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{PORT}",
+            # PODS: the listener for the local node's pods, which reach the host
+            # at the node address on the bridge (infra/node/layout.py). It binds
+            # every interface because the bridge may not exist yet when the
+            # broker starts; the node's iptables rules keep pods on the bridge.
+            f"listeners=PLAINTEXT://{HOST}:{PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT},"
+            f"PODS://0.0.0.0:{PODS_PORT}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{PORT},PODS://{PODS_HOST}:{PODS_PORT}",
             f"controller.quorum.voters=1@{HOST}:{CONTROLLER_PORT}",
             f"log.dirs={data_dir()}",
             "",

@@ -33,7 +33,14 @@ from infra.process import InfraError, run_checked
 #: The pinned Kubernetes release; its go.mod asks for go >= 1.26.0.
 KUBE_VERSION = "v1.36.3"
 
-COMMANDS = ("kube-apiserver", "kubectl")
+COMMANDS = (
+    "kube-apiserver",
+    "kubectl",
+    "kubelet",
+    "kube-proxy",
+    "kube-scheduler",
+    "kube-controller-manager",
+)
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/src/\1\s*$")
 
@@ -105,7 +112,7 @@ def go_mod_text(version: str, staging: list[str], go_directive: str) -> str:
     return "\n".join(lines)
 
 
-def _go() -> str:
+def go_binary() -> str:
     go = shutil.which("go")
     if go is None:
         raise InfraError("the Go toolchain is missing (need go >= 1.26 on PATH)")
@@ -123,7 +130,7 @@ def _download_go_mod(version: str, workdir: Path, log: Path) -> str:
     env = dict(os.environ) | _go_env()
     with log.open("ab") as out:
         result = subprocess.run(
-            [_go(), "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
+            [go_binary(), "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
             cwd=workdir,
             env=env,
             stdout=subprocess.PIPE,
@@ -140,7 +147,7 @@ def _download_go_mod(version: str, workdir: Path, log: Path) -> str:
 def _module_cache_warm(version: str) -> bool:
     env = dict(os.environ) | _go_env()
     result = subprocess.run(
-        [_go(), "env", "GOMODCACHE"], env=env, capture_output=True, text=True, check=False
+        [go_binary(), "env", "GOMODCACHE"], env=env, capture_output=True, text=True, check=False
     )
     modcache = Path(result.stdout.strip() or Path.home() / "go/pkg/mod")
     return (modcache / f"k8s.io/kubernetes@{version}").is_dir() and (
@@ -149,7 +156,7 @@ def _module_cache_warm(version: str) -> bool:
 
 
 @contextlib.contextmanager
-def _build_lock(root: Path) -> Iterator[None]:
+def build_lock(root: Path) -> Iterator[None]:
     """One build per version at a time on this machine (a second caller waits)."""
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".build.lock").open("w") as lock:
@@ -175,7 +182,7 @@ def ensure_built(version: str = KUBE_VERSION) -> KubeBinaries:
     target = binaries(version)
     if target.present():
         return target
-    with _build_lock(target.root):
+    with build_lock(target.root):
         if target.present():  # another process built them while we waited
             return target
         _build(target)
@@ -215,7 +222,7 @@ def _build(target: KubeBinaries) -> None:
         "nice",
         "-n",
         "10",
-        _go(),
+        go_binary(),
         "build",
         "-trimpath",
         f"-ldflags={ldflags(version)}",
@@ -237,7 +244,7 @@ def _build(target: KubeBinaries) -> None:
         "version": version,
         "staging_modules": len(staging),
         "go": subprocess.run(
-            [_go(), "version"], capture_output=True, text=True, check=False
+            [go_binary(), "version"], capture_output=True, text=True, check=False
         ).stdout.strip(),
         "module_cache_warm_before": warm,
         "build_seconds": round(seconds, 1),

@@ -152,12 +152,24 @@ def _start_apiserver(binary: Path, keys: Pki) -> float:
     return time.monotonic() - started
 
 
+def cert_credentials(cert: Path, key: Path) -> dict[str, str]:
+    """A kubeconfig user that authenticates with a client certificate (embedded)."""
+    return {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}
+
+
 def _b64(file: Path) -> str:
     return base64.b64encode(file.read_bytes()).decode()
 
 
-def _write_config(
-    path: Path, keys: Pki, user: str, credentials: dict[str, str], namespace: str
+def write_config(
+    path: Path,
+    *,
+    server: str,
+    ca_cert: Path,
+    user: str,
+    credentials: dict[str, str],
+    namespace: str = "default",
+    context: str = CONTEXT,
 ) -> Path:
     """A kubeconfig for kubectl and the Python client (JSON, which is valid YAML)."""
     config = {
@@ -165,18 +177,18 @@ def _write_config(
         "kind": "Config",
         "clusters": [
             {
-                "name": CONTEXT,
-                "cluster": {"server": SERVER_URL, "certificate-authority-data": _b64(keys.ca_cert)},
+                "name": context,
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)},
             }
         ],
         "users": [{"name": user, "user": credentials}],
         "contexts": [
             {
-                "name": CONTEXT,
-                "context": {"cluster": CONTEXT, "user": user, "namespace": namespace},
+                "name": context,
+                "context": {"cluster": context, "user": user, "namespace": namespace},
             }
         ],
-        "current-context": CONTEXT,
+        "current-context": context,
         "preferences": {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,16 +201,26 @@ def _write_config(
 
 def write_kubeconfig(keys: Pki, path: Path | None = None) -> Path:
     """The admin kubeconfig: client certificate in group system:masters."""
-    credentials = {
-        "client-certificate-data": _b64(keys.admin_cert),
-        "client-key-data": _b64(keys.admin_key),
-    }
-    return _write_config(path or kubeconfig_path(), keys, ADMIN_USER, credentials, "default")
+    credentials = cert_credentials(keys.admin_cert, keys.admin_key)
+    return write_config(
+        path or kubeconfig_path(),
+        server=SERVER_URL,
+        ca_cert=keys.ca_cert,
+        user=ADMIN_USER,
+        credentials=credentials,
+    )
 
 
 def write_token_kubeconfig(path: Path, token: str, *, user: str, namespace: str) -> Path:
     """A kubeconfig that authenticates with a bearer token (e.g. a ServiceAccount's)."""
-    return _write_config(path, pki(), user, {"token": token}, namespace)
+    return write_config(
+        path,
+        server=SERVER_URL,
+        ca_cert=pki().ca_cert,
+        user=user,
+        credentials={"token": token},
+        namespace=namespace,
+    )
 
 
 def require_installed() -> tuple[build.KubeBinaries, Path]:

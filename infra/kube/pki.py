@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,65 +102,91 @@ def ensure_pki(directory: Path) -> Pki:
     pki = Pki(directory)
     if pki.complete():
         return pki
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # Build in a scratch directory and move it into place, so an interrupted run
-    # never leaves a half-made set that later looks complete.
-    scratch = Path(tempfile.mkdtemp(prefix="pki.", dir=directory.parent))
-    try:
-        _generate(scratch)
-        shutil.rmtree(directory, ignore_errors=True)
-        scratch.rename(directory)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    build_in_place(directory, _generate)
     return pki
 
 
-def _generate(d: Path) -> None:
-    ssl = _openssl()
-    log = d / "openssl.log"
+class Openssl:
+    """The openssl steps that make a CA and the certificates it signs, in one folder."""
 
-    def run(*argv: str) -> None:
-        run_checked([ssl, *argv], what="openssl", cwd=d, log=log)
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._openssl = _openssl()
+        self._log = directory / "openssl.log"
 
-    def ec_key(name: str) -> None:
-        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name)
+    def run(self, *argv: str) -> None:
+        run_checked([self._openssl, *argv], what="openssl", cwd=self.directory, log=self._log)
 
-    ec_key("ca.key")
-    run(
-        "req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", DAYS,
-        "-subj", "/CN=stream-aggregator-test-ca",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-out", "ca.crt",
-    )  # fmt: skip
+    def ec_key(self, name: str) -> None:
+        self.run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name)
 
-    def leaf(name: str, subject: str, extensions: str) -> None:
-        ec_key(f"{name}.key")
-        run("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
-        (d / f"{name}.ext").write_text(extensions)
-        run(
-            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+    def ca(self, name: str, common_name: str) -> None:
+        """``<name>.key`` and the self-signed ``<name>.crt``."""
+        self.ec_key(f"{name}.key")
+        self.run(
+            "req", "-x509", "-new", "-key", f"{name}.key", "-sha256", "-days", DAYS,
+            "-subj", f"/CN={common_name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-out", f"{name}.crt",
+        )  # fmt: skip
+
+    def leaf(
+        self,
+        name: str,
+        subject: str,
+        *,
+        usage: str,
+        names: tuple[str, ...] = (),
+        ca: str = "ca",
+    ) -> None:
+        """``<name>.key`` and ``<name>.crt`` signed by ``<ca>``; usage: serverAuth or clientAuth."""
+        self.ec_key(f"{name}.key")
+        self.run("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
+        extensions = (
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage={usage}\n"
+        )
+        if names:
+            extensions += f"subjectAltName={','.join(names)}\n"
+        (self.directory / f"{name}.ext").write_text(extensions)
+        self.run(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
             "-CAcreateserial", "-sha256", "-days", DAYS,
             "-extfile", f"{name}.ext", "-out", f"{name}.crt",
         )  # fmt: skip
 
-    leaf(
-        "apiserver",
-        "/CN=kube-apiserver",
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={','.join(_SERVING_NAMES)}\n",
-    )
-    leaf(
-        "admin",
-        f"/O={ADMIN_GROUP}/CN={ADMIN_USER}",
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=clientAuth\n",
-    )
-    ec_key("sa.key")
-    run("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub")
-    for path in d.iterdir():
-        if path.suffix == ".key":
-            path.chmod(0o600)
+    def signing_pair(self, name: str) -> None:
+        """``<name>.key`` and its public half ``<name>.pub`` (ServiceAccount tokens)."""
+        self.ec_key(f"{name}.key")
+        self.run("pkey", "-in", f"{name}.key", "-pubout", "-out", f"{name}.pub")
+
+    def protect_keys(self) -> None:
+        for path in self.directory.iterdir():
+            if path.suffix == ".key":
+                path.chmod(0o600)
+
+
+def build_in_place(directory: Path, generate: Callable[[Openssl], None]) -> None:
+    """Run ``generate`` in a scratch folder and move the result to ``directory``.
+
+    An interrupted run never leaves a half-made set that later looks complete.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="pki.", dir=directory.parent))
+    try:
+        openssl = Openssl(scratch)
+        generate(openssl)
+        openssl.protect_keys()
+        shutil.rmtree(directory, ignore_errors=True)
+        scratch.rename(directory)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _generate(openssl: Openssl) -> None:
+    openssl.ca("ca", "stream-aggregator-test-ca")
+    openssl.leaf("apiserver", "/CN=kube-apiserver", usage="serverAuth", names=_SERVING_NAMES)
+    openssl.leaf("admin", f"/O={ADMIN_GROUP}/CN={ADMIN_USER}", usage="clientAuth")
+    openssl.signing_pair("sa")
