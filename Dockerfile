@@ -62,7 +62,6 @@ RUN --mount=type=secret,id=pip-cert,required=false \
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PATH=/opt/aggregator/bin:$PATH \
     HOME=/tmp
 # The user the manifests name (runAsUser 10001); no home, no login shell.
 RUN groupadd --system --gid 10001 aggregator \
@@ -72,6 +71,9 @@ RUN groupadd --system --gid 10001 aggregator \
 # venv has no pip of its own (the base image's pip installs into it), and the
 # base image's pip/setuptools/wheel are removed afterwards. Byte code is
 # compiled now, as root, because the running container cannot write it.
+# `python` here is the base image's: the venv goes on PATH only afterwards
+# (with it first on PATH, the second `python` would be the venv's, which has
+# no pip).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv --without-pip /opt/aggregator \
  && python -m pip --python /opt/aggregator/bin/python install \
@@ -79,6 +81,7 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
         stream-aggregator \
  && python -m pip uninstall --yes pip setuptools wheel \
  && rm -rf /root/.cache /tmp/*
+ENV PATH=/opt/aggregator/bin:$PATH
 USER 10001:10001
 WORKDIR /opt/aggregator
 EXPOSE 8000

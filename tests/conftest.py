@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.kafka_hazelcast",
     "tests.fixtures.kube",
+    "tests.fixtures.node",
 ]
