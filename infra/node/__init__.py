@@ -41,9 +41,8 @@ class NodeComponent:
         component("hazelcast").install()  # the member image carries its jars
         for image in images.ALL:
             images.ensure_built(image)
-        _say(
-            f"installed in {time.monotonic() - started:.1f} s (cache: {gobuild.CONTAINERD.root.parent})"
-        )
+        cache = gobuild.CONTAINERD.root.parent.parent
+        _say(f"installed in {time.monotonic() - started:.1f} s (cache: {cache})")
 
     def up(self) -> None:
         started = time.monotonic()
@@ -71,7 +70,8 @@ class NodeComponent:
             f"{name} {value:.1f} s" for name, value in seconds.items() if value >= 0.05
         )
         _say(
-            f"{layout.NODE_NAME} Ready at {layout.SERVER_URL} in {time.monotonic() - started:.1f} s "
+            f"{layout.NODE_NAME} Ready at {layout.SERVER_URL} "
+            f"in {time.monotonic() - started:.1f} s "
             f"({timings or 'already running'}); kubeconfig {layout.kubeconfig_path()}"
         )
 
@@ -82,7 +82,8 @@ class NodeComponent:
             missing.append("kubernetes binaries")
         if missing:
             raise InfraError(
-                f"the node is not installed ({', '.join(missing)}); run: python -m infra install node"
+                f"the node is not installed ({', '.join(missing)}); "
+                "run: python -m infra install node"
             )
 
     def down(self) -> None:
@@ -116,11 +117,11 @@ class NodeComponent:
         sweep.remove_cgroups()
         network.down()
         if record is not None:
-            sweep.new_cgroups(record["cgroups"])  # type: ignore[arg-type]
-            host.restore_iptables(record["chains"])  # type: ignore[arg-type]
-            host.restore_nft_tables(record["nft_tables"])  # type: ignore[arg-type]
-            host.restore_sysctls(record["sysctls"])  # type: ignore[arg-type]
-            host.restore_paths(record["paths"])  # type: ignore[arg-type]
+            sweep.new_cgroups(record["cgroups"])
+            host.restore_iptables(record["chains"])
+            host.restore_nft_tables(record["nft_tables"])
+            host.restore_sysctls(record["sysctls"])
+            host.restore_paths(record["paths"])
         shutil.rmtree(layout.NODE_RUN, ignore_errors=True)
         shutil.rmtree(layout.NODE_ROOT, ignore_errors=True)
         _say(
@@ -131,16 +132,13 @@ class NodeComponent:
     def status(self) -> None:
         for process in servers.ALL:
             pid = process.pid()
-            print(
-                f"node: {process.name}: {'running (pid %d)' % pid if pid else 'stopped'}; log {process.log_file}"
-            )
+            state = f"running (pid {pid})" if pid else "stopped"
+            print(f"node: {process.name}: {state}; log {process.log_file}")
         for program in gobuild.PROGRAMS:
-            print(
-                f"node: {program.name} {program.version}: {program.bin_dir if program.present() else 'not built'}"
-            )
-        print(
-            f"node: bridge {layout.BRIDGE}: {'present' if network.bridge_exists() else 'absent'}; kubeconfig {layout.kubeconfig_path()}"
-        )
+            where = program.bin_dir if program.present() else "not built"
+            print(f"node: {program.name} {program.version}: {where}")
+        bridge = "present" if network.bridge_exists() else "absent"
+        print(f"node: bridge {layout.BRIDGE}: {bridge}; kubeconfig {layout.kubeconfig_path()}")
 
 
 COMPONENT = NodeComponent()

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TypedDict
 
 from infra.node import layout
 from infra.process import InfraError
@@ -70,7 +71,8 @@ def check(*, cgroup_root: Path = layout.CGROUP_ROOT, proc: Path = Path("/proc"))
     for plugin in ("bridge", "host-local", "loopback"):
         if not os.access(CNI_BIN_DIR / plugin, os.X_OK):
             raise InfraError(
-                f"the CNI plugin {CNI_BIN_DIR / plugin} is missing (Debian: containernetworking-plugins)"
+                f"the CNI plugin {CNI_BIN_DIR / plugin} is missing "
+                "(Debian: containernetworking-plugins)"
             )
     filesystems = (proc / "filesystems").read_text() if (proc / "filesystems").exists() else ""
     if "overlay" not in filesystems:
@@ -192,11 +194,19 @@ def snapshot() -> dict[str, object]:
 # --- record and restore --------------------------------------------------------
 
 
+class HostRecord(TypedDict):
+    sysctls: dict[str, str | None]
+    paths: dict[str, bool]
+    chains: dict[str, dict[str, list[str]]]
+    nft_tables: list[str]
+    cgroups: dict[str, list[str]]
+
+
 def record() -> None:
     """Write the host record unless one exists (an earlier ``up`` never taken down)."""
     if layout.HOST_RECORD.is_file():
         return
-    state = {
+    state: HostRecord = {
         "sysctls": {name: _read_sysctl(name) for name in layout.SYSCTLS},
         "paths": {str(path): path.exists() for path in layout.HOST_PATHS},
         "chains": {binary: _chains(binary) for binary in ("iptables", "ip6tables")},
@@ -209,9 +219,9 @@ def record() -> None:
     partial.rename(layout.HOST_RECORD)
 
 
-def recorded() -> dict[str, object] | None:
+def recorded() -> HostRecord | None:
     try:
-        loaded: dict[str, object] = json.loads(layout.HOST_RECORD.read_text())
+        loaded: HostRecord = json.loads(layout.HOST_RECORD.read_text())
     except (OSError, ValueError):
         return None
     return loaded
@@ -241,14 +251,13 @@ def _delete_jumps(binary: str, table: str, targets: set[str]) -> None:
     ).stdout
     for line in listing.splitlines():
         parts = line.split()
-        if len(parts) > 2 and parts[0] == "-A" and parts[1] not in targets:
-            if any(
-                parts[i] in ("-j", "-g") and i + 1 < len(parts) and parts[i + 1] in targets
-                for i in range(len(parts))
-            ):
-                subprocess.run(
-                    [binary, "-w", "-t", table, "-D", *parts[1:]], capture_output=True, check=False
-                )
+        if len(parts) < 2 or parts[0] != "-A" or parts[1] in targets:
+            continue
+        jumps = {parts[i + 1] for i in range(len(parts) - 1) if parts[i] in ("-j", "-g")}
+        if jumps & targets:
+            subprocess.run(
+                [binary, "-w", "-t", table, "-D", *parts[1:]], capture_output=True, check=False
+            )
 
 
 def restore_nft_tables(before: list[str]) -> None:

@@ -5,9 +5,11 @@ plugins (Debian's containernetworking-plugins).  The bridge and its address
 exist before kubelet starts, because the node address (kubelet's, the API
 server's, the Kafka listener's for pods) lives on it.
 
-No traffic leaves the machine: the CNI config never masquerades, and the
-:data:`layout.ISOLATE_CHAIN` chain, jumped to first in FORWARD, drops every
-packet that would be forwarded from the bridge to any other interface.  Pod to
+No traffic leaves the machine: the CNI config never masquerades; the
+:data:`layout.ISOLATE_CHAIN` chain, jumped to from FORWARD, drops every packet
+that would be forwarded from the bridge to any other interface; and the Service
+range is routed to the bridge, so the host's own packets to a Service IP
+without kube-proxy's rules stay on the machine too.  Pod to
 host (INPUT) and pod to pod, direct or through a Service, stay allowed.
 """
 
@@ -47,6 +49,10 @@ def up() -> None:
     if address not in _ip("-o", "addr", "show", "dev", layout.BRIDGE).stdout:
         _ip("addr", "add", address, "dev", layout.BRIDGE)
     _ip("link", "set", layout.BRIDGE, "up")
+    # Service addresses are routed to the bridge, never to the default route:
+    # a Service IP that kube-proxy has not (or no longer) rewritten then goes
+    # nowhere instead of leaving the machine.
+    _ip("route", "replace", layout.SERVICE_CIDR, "dev", layout.BRIDGE)
     chain = layout.ISOLATE_CHAIN
     if _iptables("-n", "-L", chain, check=False).returncode != 0:
         _iptables("-N", chain)

@@ -152,6 +152,8 @@ def _containerd_ready() -> bool:
 
 
 def start_containerd() -> float:
+    if CONTAINERD.running():  # never rewrite a running server's config
+        return 0.0
     config = _containerd_config()
     bin_dir = gobuild.CONTAINERD.bin_dir
     # containerd finds its shim on PATH
@@ -276,6 +278,8 @@ def _local_healthz(port: int) -> Callable[[], bool]:
 
 
 def start_controller_manager(pki: NodePki) -> float:
+    if CONTROLLER_MANAGER.running():  # never rewrite a running server's config
+        return 0.0
     kubeconfig = _component_kubeconfig(pki, "controller-manager", "system:kube-controller-manager")
     argv = [
         str(kube_build.binaries().bin_dir / "kube-controller-manager"),
@@ -307,6 +311,8 @@ def start_controller_manager(pki: NodePki) -> float:
 
 
 def start_scheduler(pki: NodePki) -> float:
+    if SCHEDULER.running():  # never rewrite a running server's config
+        return 0.0
     kubeconfig = _component_kubeconfig(pki, "scheduler", "system:kube-scheduler")
     argv = [
         str(kube_build.binaries().bin_dir / "kube-scheduler"),
@@ -382,6 +388,8 @@ def _node_ready(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> boo
 
 
 def start_kubelet(pki: NodePki, kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> float:
+    if KUBELET.running():  # never rewrite a running server's config
+        return 0.0
     kubeconfig = _component_kubeconfig(pki, "kubelet", f"system:node:{layout.NODE_NAME}")
     config = _kubelet_config(pki)
     layout.KUBELET_ROOT.mkdir(parents=True, exist_ok=True)
@@ -400,6 +408,8 @@ def start_kubelet(pki: NodePki, kubectl: Callable[..., subprocess.CompletedProce
 
 
 def start_kube_proxy(pki: NodePki) -> float:
+    if KUBE_PROXY.running():  # never rewrite a running server's config
+        return 0.0
     kubeconfig = _component_kubeconfig(pki, "kube-proxy", "system:kube-proxy")
     config = _json(
         "kube-proxy.json",
@@ -449,6 +459,8 @@ def buildkit_store() -> Path:
 
 
 def start_buildkitd() -> float:
+    if BUILDKITD.running():  # never rewrite a running server's config
+        return 0.0
     layout.BUILDKIT_SOCKET.parent.mkdir(parents=True, exist_ok=True)
     config = _config(
         "buildkitd.toml",

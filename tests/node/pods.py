@@ -72,4 +72,9 @@ def service(name: str, port: int) -> dict[str, Any]:
 def script_pod(name: str, image: str, script: str) -> dict[str, Any]:
     """A pod that runs one Python script once with the image's interpreter."""
     runner = container(name, image, command=["python", "-c", script])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": pod_spec(runner, restart="Never")}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": pod_spec(runner, restart="Never"),
+    }

@@ -22,15 +22,21 @@ pytestmark = [pytest.mark.node, pytest.mark.slow]
 def _deploy_web(node_cluster: NodeCluster, namespace: str) -> str:
     node_cluster.apply(pods.demo_deployment(node_cluster.image), namespace)
     node_cluster.apply(pods.service("web", 8000), namespace)
-    node_cluster.ok("-n", namespace, "rollout", "status", "deployment/web", "--timeout=120s", timeout_s=140)
-    return node_cluster.ok("-n", namespace, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}")
+    node_cluster.ok(
+        "-n", namespace, "rollout", "status", "deployment/web", "--timeout=120s", timeout_s=140
+    )
+    return node_cluster.ok(
+        "-n", namespace, "get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"
+    )
 
 
 def _run_to_completion(node_cluster: NodeCluster, namespace: str, name: str, script: str) -> str:
     node_cluster.apply(pods.script_pod(name, node_cluster.image, script), namespace)
 
     def finished() -> bool:
-        phase = node_cluster.ok("-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}")
+        phase = node_cluster.ok(
+            "-n", namespace, "get", "pod", name, "-o", "jsonpath={.status.phase}"
+        )
         return phase in ("Succeeded", "Failed")
 
     node_cluster.wait_for(f"pod {name} finished", finished, timeout_s=120)
@@ -40,7 +46,9 @@ def _run_to_completion(node_cluster: NodeCluster, namespace: str, name: str, scr
     return logs
 
 
-def test_a_pod_of_the_project_image_runs_and_answers_logs_and_exec(node_cluster: NodeCluster, node_namespace: str) -> None:
+def test_a_pod_of_the_project_image_runs_and_answers_logs_and_exec(
+    node_cluster: NodeCluster, node_namespace: str
+) -> None:
     pod = _deploy_web(node_cluster, node_namespace)
 
     logs = node_cluster.ok("-n", node_namespace, "logs", pod)
@@ -51,14 +59,23 @@ def test_a_pod_of_the_project_image_runs_and_answers_logs_and_exec(node_cluster:
     assert out.split() == ["10001", "10001", "200"], out
 
     # the root filesystem is read-only, /tmp (an emptyDir) is not
-    denied = node_cluster.kubectl("-n", node_namespace, "exec", pod, "--", "python", "-c", "open('/opt/x', 'w')")
-    assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied.stderr
-    node_cluster.ok("-n", node_namespace, "exec", pod, "--", "python", "-c", "open('/tmp/x', 'w').write('ok')")
+    denied = node_cluster.kubectl(
+        "-n", node_namespace, "exec", pod, "--", "python", "-c", "open('/opt/x', 'w')"
+    )
+    assert denied.returncode != 0
+    assert "Read-only file system" in denied.stderr, denied.stderr
+    node_cluster.ok(
+        "-n", node_namespace, "exec", pod, "--", "python", "-c", "open('/tmp/x', 'w').write('ok')"
+    )
 
 
-def test_a_second_pod_reaches_the_first_through_its_service_ip_and_dns_name(node_cluster: NodeCluster, node_namespace: str) -> None:
+def test_a_second_pod_reaches_the_first_through_its_service_ip_and_dns_name(
+    node_cluster: NodeCluster, node_namespace: str
+) -> None:
     _deploy_web(node_cluster, node_namespace)
-    cluster_ip = node_cluster.ok("-n", node_namespace, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+    cluster_ip = node_cluster.ok(
+        "-n", node_namespace, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"
+    )
     assert re.fullmatch(r"10\.96\.\d+\.\d+", cluster_ip), cluster_ip
 
     targets = [
@@ -68,7 +85,8 @@ def test_a_second_pod_reaches_the_first_through_its_service_ip_and_dns_name(node
     ]
     script = (
         "import json, socket, urllib.request\n"
-        f"print(json.dumps({{'dns': socket.gethostbyname('web.{node_namespace}.svc.cluster.local')}}))\n"
+        f"name = 'web.{node_namespace}.svc.cluster.local'\n"
+        "print(json.dumps({'dns': socket.gethostbyname(name)}))\n"
         f"for url in {targets!r}:\n"
         "    with urllib.request.urlopen(url, timeout=10) as response:\n"
         "        body = json.load(response)\n"
@@ -81,19 +99,29 @@ def test_a_second_pod_reaches_the_first_through_its_service_ip_and_dns_name(node
     # the same snapshot document through each way in
     for line in lines[1:]:
         assert line["status"] == 200, line
-        assert line["keys"] and line["keys"] == lines[1]["keys"], line
+        assert line["keys"], line
+        assert line["keys"] == lines[1]["keys"], line
 
 
-def test_kubectl_top_shows_the_pods_cpu_and_memory(node_cluster: NodeCluster, node_namespace: str) -> None:
+def test_kubectl_top_shows_the_pods_cpu_and_memory(
+    node_cluster: NodeCluster, node_namespace: str
+) -> None:
     pod = _deploy_web(node_cluster, node_namespace)
     seen: list[str] = []
 
     def has_figures() -> bool:
         result = node_cluster.kubectl("-n", node_namespace, "top", "pod", pod, "--no-headers")
         seen.append(result.stdout.strip() or result.stderr.strip())
-        return result.returncode == 0 and re.search(rf"^{pod}\s+\d+m\s+\d+Mi\s*$", result.stdout.strip()) is not None
+        return (
+            result.returncode == 0
+            and re.search(rf"^{pod}\s+\d+m\s+\d+Mi\s*$", result.stdout.strip()) is not None
+        )
 
-    node_cluster.wait_for(f"kubectl top pod with figures (last: {seen[-1:] if seen else ''})", has_figures, timeout_s=150)
+    node_cluster.wait_for(
+        f"kubectl top pod with figures (last: {seen[-1:] if seen else ''})",
+        has_figures,
+        timeout_s=150,
+    )
     nodes = node_cluster.ok("top", "node", "--no-headers")
     assert re.search(r"agg-node\s+\d+m\s+\d+%\s+\d+Mi\s+\d+%", nodes), nodes
 
@@ -112,7 +140,8 @@ async def test_a_pod_produces_to_the_local_broker_through_its_listener_on_the_br
         f"    producer = AIOKafkaProducer(bootstrap_servers={PODS_BOOTSTRAP!r})\n"
         "    await producer.start()\n"
         "    try:\n"
-        f"        sent = await producer.send_and_wait({kafka_topic!r}, b'from-a-pod', key=b'node')\n"
+        f"        topic = {kafka_topic!r}\n"
+        "        sent = await producer.send_and_wait(topic, b'from-a-pod', key=b'node')\n"
         "        print(sent.partition, sent.offset)\n"
         "    finally:\n"
         "        await producer.stop()\n"
@@ -121,10 +150,17 @@ async def test_a_pod_produces_to_the_local_broker_through_its_listener_on_the_br
     logs = _run_to_completion(node_cluster, node_namespace, "producer", script)
     partition, offset = (int(word) for word in logs.split()[-2:])
 
-    consumer = AIOKafkaConsumer(kafka_topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        kafka_topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), timeout=30)
     finally:
         await consumer.stop()
-    assert (record.value, record.key, record.partition, record.offset) == (b"from-a-pod", b"node", partition, offset)
+    assert (record.value, record.key, record.partition, record.offset) == (
+        b"from-a-pod",
+        b"node",
+        partition,
+        offset,
+    )

@@ -25,7 +25,14 @@ def _up_with(patch: str) -> subprocess.CompletedProcess[str]:
         "from infra.__main__ import main\n"
         "sys.exit(main(['up', 'node']))\n"
     )
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_a_missing_iptables_is_named_in_one_line_and_nothing_is_touched() -> None:
@@ -45,7 +52,9 @@ def test_a_cgroup_hierarchy_that_is_not_mounted_is_named(tmp_path: Path) -> None
         if controller != "memory":
             (tmp_path / controller).mkdir()
             (tmp_path / controller / "cgroup.procs").write_text("")
-    with pytest.raises(InfraError, match=r"^the cgroup v1 hierarchy .*/memory \(memory\) is not mounted$"):
+    with pytest.raises(
+        InfraError, match=r"^the cgroup v1 hierarchy .*/memory \(memory\) is not mounted$"
+    ):
         host.check(cgroup_root=tmp_path)
 
 
@@ -64,5 +73,7 @@ def read_only_cgroup(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_cgroup_hierarchy_that_is_not_writable_is_named(read_only_cgroup: Path) -> None:
-    with pytest.raises(InfraError, match=r"^the cgroup hierarchy .*/pids is not writable: Read-only file system$"):
+    with pytest.raises(
+        InfraError, match=r"^the cgroup hierarchy .*/pids is not writable: Read-only file system$"
+    ):
         host.check(cgroup_root=read_only_cgroup)

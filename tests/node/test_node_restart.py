@@ -22,7 +22,8 @@ def _differences(before: dict[str, object], after: dict[str, object]) -> str:
     lines = []
     for key in sorted(set(before) | set(after)):
         if before.get(key) != after.get(key):
-            lines.append(f"{key}:\n  before: {json.dumps(before.get(key))}\n  after:  {json.dumps(after.get(key))}")
+            was, now = json.dumps(before.get(key)), json.dumps(after.get(key))
+            lines.append(f"{key}:\n  before: {was}\n  after:  {now}")
     return "\n".join(lines)
 
 
@@ -30,7 +31,9 @@ def _a_pod_runs(node_cluster: NodeCluster) -> None:
     namespace = f"n-restart-{secrets.token_hex(3)}"
     node_cluster.ok("create", "namespace", namespace)
     node_cluster.apply(pods.demo_deployment(node_cluster.image), namespace)
-    node_cluster.ok("-n", namespace, "rollout", "status", "deployment/web", "--timeout=120s", timeout_s=140)
+    node_cluster.ok(
+        "-n", namespace, "rollout", "status", "deployment/web", "--timeout=120s", timeout_s=140
+    )
 
 
 def test_down_restores_the_host_and_up_works_again_twice(node_cluster: NodeCluster) -> None:
