@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts pytest infra-install browser-install infra-up infra-down infra-status bench clean
+.PHONY: setup demo test check lint typecheck contracts pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
 
 $(STAMP): pyproject.toml hatch_build.py aggregator/core/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,15 @@ infra-down: $(STAMP)
 
 infra-status: $(STAMP)
 	$(BIN)/python -m infra status
+
+# The project deployed on the local Kubernetes node as an operator deploys it
+# (root; docs/deployment.md): prints the kubeconfig, namespace and dashboard URL.
+cluster: $(STAMP)
+	$(BIN)/python -m infra install kafka hazelcast kube node
+	$(BIN)/python -m infra.cluster up
+
+cluster-down: $(STAMP)
+	$(BIN)/python -m infra.cluster down
 
 # The browser tests run in their own process: Playwright's sync API keeps an
 # event loop running in the main thread, which asyncio tests cannot share.

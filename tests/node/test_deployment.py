@@ -1,0 +1,184 @@
+"""k8s/overlays/local on the real node: what an operator sees after ``make cluster``.
+
+Everything goes through what users touch: the manifests as they are (plus the
+local overlay), the Service's NodePort for /api/stats and /ws/stats, kubectl
+for leases, logs and exec, and the host's view of the containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from infra import cluster
+from infra.node import servers
+from tests.fixtures.kafka_hazelcast import KafkaServer
+from tests.fixtures.node import NodeCluster
+from tests.node.deployment import STATS_URL, Deployed, SnapshotWatch
+
+pytestmark = [pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
+
+# the dev overlay's timings (k8s/base): lease 15 s, retry 2 s
+LEASE_S, RETRY_S = 15.0, 2.0
+DEV_LIMITS = {"memory.limit_in_bytes": str(384 * 1024 * 1024), "cpu.cfs_quota_us": "50000"}
+DEV_CPU_SHARES = str(100 * 1024 // 1000)  # 100m
+
+
+@pytest.fixture(scope="module")
+def deployed(node_cluster: NodeCluster, kafka: KafkaServer) -> Iterator[Deployed]:
+    asyncio.run(cluster._create_topics())
+    seconds = cluster.apply()
+    print(f"\napply to Ready: {seconds:.1f} s")
+    deployment = Deployed(node_cluster, cluster.NAMESPACE, seconds)
+    # two aggregator pods, so that a leader can be lost and replaced
+    deployment.kubectl(
+        "patch", "hpa", "stream-aggregator", "--type=merge",
+        "-p", json.dumps({"spec": {"minReplicas": 2, "maxReplicas": 2}}),
+    )  # fmt: skip
+    deployment.wait_ready(2)
+    try:
+        yield deployment
+    finally:
+        node_cluster.kubectl(
+            "delete", "namespace", cluster.NAMESPACE, "--timeout=180s", timeout_s=200
+        )
+
+
+def test_every_pod_becomes_ready_and_a_pod_holds_the_lease(deployed: Deployed) -> None:
+    assert deployed.apply_to_ready_s < 300
+    holder = deployed.lease_holder()
+    assert holder.rsplit("_", 1)[0] in deployed.aggregator_pods(), holder
+    listing = deployed.kubectl("get", "leases")
+    assert "stream-aggregator" in listing, listing
+    assert holder in listing, listing
+    members = deployed.kubectl(
+        "get", "statefulset", "hazelcast", "-o", "jsonpath={.status.readyReplicas}"
+    )
+    assert members.strip() == "2"
+
+
+def test_the_logs_show_the_leader_and_the_members(deployed: Deployed) -> None:
+    pod = deployed.leader_pod()
+    logs = deployed.kubectl("logs", pod)
+    assert "The cluster has a new leader: " in logs, logs[-2000:]
+    assert "The list of cluster members has changed: [" in logs, logs[-2000:]
+
+
+def test_the_process_runs_as_10001_on_a_read_only_root(deployed: Deployed) -> None:
+    pod = deployed.aggregator_pods()[0]
+    ids = deployed.kubectl(
+        "exec", pod, "--", "python", "-c", "import os; print(os.getuid(), os.getgid())"
+    )
+    assert ids.split() == ["10001", "10001"]
+    pid1 = deployed.kubectl("exec", pod, "--", "cat", "/proc/1/status")
+    assert "Uid:\t10001\t10001\t10001\t10001" in pid1, pid1
+    denied = deployed.node.kubectl("-n", deployed.namespace, "exec", pod, "--", "touch", "/opt/x")
+    assert denied.returncode != 0
+    assert "Read-only file system" in denied.stderr, denied.stderr
+
+
+def test_the_requests_and_limits_reach_the_containers_cgroup(deployed: Deployed) -> None:
+    pod = deployed.aggregator_pods()[0]
+    read = (
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+        " /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.shares"
+    )
+    values = deployed.kubectl("exec", pod, "--", "sh", "-c", read).split()
+    assert values == [
+        DEV_LIMITS["memory.limit_in_bytes"],
+        DEV_LIMITS["cpu.cfs_quota_us"],
+        DEV_CPU_SHARES,
+    ]
+
+
+def _stats() -> dict[str, object]:
+    with urllib.request.urlopen(STATS_URL, timeout=5) as response:
+        snapshot: dict[str, object] = json.load(response)
+    return snapshot
+
+
+async def test_deleting_the_leader_pod_leaves_the_dashboards_at_most_3_s_without_a_snapshot(
+    deployed: Deployed,
+) -> None:
+    watches = [SnapshotWatch() for _ in range(3)]
+    for watch in watches:
+        watch.start()
+    try:
+        for watch in watches:
+            await watch.wait_for("at all", lambda seen: True, timeout_s=30)
+        leader = deployed.leader_pod()
+        epoch = watches[0].seen[-1].epoch
+        started = time.monotonic()
+        await asyncio.to_thread(deployed.kubectl, "delete", "pod", leader, "--wait=false")
+        for watch in watches:
+            await watch.wait_for("of a new epoch", lambda seen: seen.epoch > epoch, timeout_s=45)
+        await asyncio.sleep(3)
+        gaps = [watch.longest_gap(started) for watch in watches]
+        print(
+            f"\nlongest gaps after deleting the leader: {[round(g, 2) for g in gaps]} s; "
+            f"reconnects {[w.reconnects for w in watches]}"
+        )
+        assert max(gaps) <= 3.0, gaps
+        new_leader = deployed.leader_pod()
+        assert new_leader != leader
+        await asyncio.to_thread(deployed.wait_ready, 2)
+        assert deployed.leader_pod() == new_leader  # the replacement came back as a follower
+    finally:
+        for watch in watches:
+            await watch.stop()
+
+
+async def test_sigkill_of_the_leader_container_hands_over_within_lease_plus_two_retries(
+    deployed: Deployed,
+) -> None:
+    watch = SnapshotWatch()
+    watch.start()
+    try:
+        await watch.wait_for("at all", lambda seen: True, timeout_s=30)
+        leader = deployed.leader_pod()
+        container = deployed.container_id(leader)
+        inspected = await asyncio.to_thread(
+            subprocess.run,
+            [*servers.crictl(), "inspect", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        pid = json.loads(inspected.stdout)["info"]["pid"]
+        epoch = watch.seen[-1].epoch
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        first = await watch.wait_for(
+            "of a new epoch", lambda seen: seen.epoch > epoch, timeout_s=LEASE_S + 2 * RETRY_S + 10
+        )
+        took = first.at - killed
+        print(f"\nSIGKILL of the leader to the first snapshot of epoch {first.epoch}: {took:.2f} s")
+        assert took <= LEASE_S + 2 * RETRY_S, took
+        assert not first.leader.startswith(leader + "_")
+
+        def restarted() -> bool:
+            count = deployed.kubectl(
+                "get", "pod", leader, "-o", "jsonpath={.status.containerStatuses[0].restartCount}"
+            )
+            return count.strip() not in ("", "0")
+
+        await asyncio.to_thread(
+            deployed.node.wait_for, "the killed container restarted", restarted, 60
+        )
+        await asyncio.to_thread(deployed.wait_ready, 2)
+        assert deployed.leader_pod() != leader  # back as a follower
+        # the fencing epoch is the Lease's leaseTransitions at acquisition
+        transitions = deployed.kubectl(
+            "get", "lease", "stream-aggregator", "-o", "jsonpath={.spec.leaseTransitions}"
+        )  # fmt: skip
+        assert _stats()["epoch"] == int(transitions)
+    finally:
+        await watch.stop()
