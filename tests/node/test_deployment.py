@@ -10,19 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import websockets
 
+from aggregator.core.synthetic import CrashEventGenerator
 from infra import cluster
 from infra.node import servers
 from tests.fixtures.kafka_hazelcast import KafkaServer
 from tests.fixtures.node import NodeCluster
-from tests.node.deployment import STATS_URL, Deployed, SnapshotWatch
+from tests.node import brute_force
+from tests.node.deployment import STATS_URL, WS_URL, Deployed, SnapshotWatch
 
 pytestmark = [pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
 
@@ -182,3 +188,86 @@ async def test_sigkill_of_the_leader_container_hands_over_within_lease_plus_two_
         assert _stats()["epoch"] == int(transitions)
     finally:
         await watch.stop()
+
+
+def _console_produce(lines: list[bytes]) -> None:
+    """Kafka's own console producer, one message per line, as an operator would type them."""
+    from infra.kafka import BOOTSTRAP, JARS
+    from infra.maven import find_java
+
+    argv = [
+        find_java(), "-cp", str(JARS.lib / "*"), "org.apache.kafka.tools.ConsoleProducer",
+        "--bootstrap-server", BOOTSTRAP, "--topic", cluster.TOPIC,
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv, input=b"\n".join(lines) + b"\n", capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+
+
+def _aggregator_produce(rate: int, duration_s: int, seed: int) -> None:
+    from infra.kafka import BOOTSTRAP
+
+    aggregator = Path(sys.executable).with_name("aggregator")
+    env = dict(os.environ, AGG_KAFKA_BOOTSTRAP_SERVERS=BOOTSTRAP, AGG_KAFKA_TOPIC=cluster.TOPIC)
+    argv = [
+        str(aggregator),
+        "produce",
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration_s),
+        "--seed",
+        str(seed),
+    ]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def _ws_snapshot() -> dict[str, object]:
+    async with websockets.connect(WS_URL, open_timeout=5) as client:
+        snapshot: dict[str, object] = json.loads(await asyncio.wait_for(client.recv(), timeout=10))
+    return snapshot
+
+
+async def test_counts_through_the_service_equal_brute_force_for_both_producers(
+    deployed: Deployed, kafka: KafkaServer
+) -> None:
+    # a finite stream: the overlay's own producer stops first
+    await asyncio.to_thread(deployed.kubectl, "scale", "deployment/producer", "--replicas=0")
+    await asyncio.to_thread(
+        deployed.node.wait_for,
+        "the producer pod gone",
+        lambda: (
+            not deployed.kubectl(
+                "get", "pods", "-l", "app.kubernetes.io/name=producer", "-o", "name"
+            ).strip()
+        ),
+        90,
+    )
+    await asyncio.to_thread(_aggregator_produce, 400, 5, 11)
+    generator = CrashEventGenerator(random.Random(5), bad_fraction=0.05)
+    lines = [
+        line for line in (generator.message(time.time()) for _ in range(600)) if b"\n" not in line
+    ]
+    await asyncio.to_thread(_console_produce, lines)
+
+    classified = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
+    assert len(classified) >= 2000 + len(lines)
+    for source in ("/api/stats", "/ws/stats"):
+        deadline = time.monotonic() + 60
+        while True:
+            snapshot = (
+                await asyncio.to_thread(_stats) if source == "/api/stats" else await _ws_snapshot()
+            )
+            window = snapshot["window"]
+            assert isinstance(window, dict)
+            expected = brute_force.expected_for(
+                classified, int(window["start"]), int(window["end"])
+            )
+            found = brute_force.problems(snapshot, expected)
+            if not found:
+                break
+            assert time.monotonic() < deadline, f"{source} differs from brute force: {found[:20]}"
+            await asyncio.sleep(1)
+        assert expected.count > 2000
