@@ -8,9 +8,12 @@ for leases, logs and exec, and the host's view of the containers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +37,8 @@ pytestmark = [pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
 
 # the dev overlay's timings (k8s/base): lease 15 s, retry 2 s
 LEASE_S, RETRY_S = 15.0, 2.0
+#: the longest a dashboard may go without a fresh snapshot during a rolling update
+ROLLING_GAP_BOUND_S = 3.0
 DEV_LIMITS = {"memory.limit_in_bytes": str(384 * 1024 * 1024), "cpu.cfs_quota_us": "50000"}
 DEV_CPU_SHARES = str(100 * 1024 // 1000)  # 100m
 
@@ -220,7 +225,9 @@ def _aggregator_produce(rate: int, duration_s: int, seed: int) -> None:
         "--seed",
         str(seed),
     ]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -252,10 +259,15 @@ async def test_counts_through_the_service_equal_brute_force_for_both_producers(
     ]
     await asyncio.to_thread(_console_produce, lines)
 
+    await _assert_exact(kafka, at_least=2000)
+
+
+async def _assert_exact(kafka: KafkaServer, *, at_least: int, timeout_s: float = 90) -> None:
+    """/api/stats and /ws/stats, through the Service, equal the brute force over the topic."""
+    await asyncio.sleep(2)  # the last flush (0.5 s) and tick (1 s)
     classified = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
-    assert len(classified) >= 2000 + len(lines)
     for source in ("/api/stats", "/ws/stats"):
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout_s
         while True:
             snapshot = (
                 await asyncio.to_thread(_stats) if source == "/api/stats" else await _ws_snapshot()
@@ -270,4 +282,191 @@ async def test_counts_through_the_service_equal_brute_force_for_both_producers(
                 break
             assert time.monotonic() < deadline, f"{source} differs from brute force: {found[:20]}"
             await asyncio.sleep(1)
-        assert expected.count > 2000
+        assert expected.count >= at_least, (source, expected.count)
+
+
+def _hpa(deployed: Deployed, spec: dict[str, object]) -> None:
+    deployed.kubectl(
+        "patch", "hpa", "stream-aggregator", "--type=merge", "-p", json.dumps({"spec": spec})
+    )
+
+
+def _events_counted(pod_ip: str) -> float:
+    """The pod's own count of folded events, from its /metrics."""
+    with urllib.request.urlopen(f"http://{pod_ip}:8000/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("aggregator_events_counted_total")
+    )
+
+
+@pytest.mark.timeout(900)
+async def test_the_hpa_grows_the_deployment_under_load_and_shrinks_it_after(
+    deployed: Deployed, kafka: KafkaServer
+) -> None:
+    # the test overlay's part: 2 to 4 pods, short stabilization windows
+    _hpa(
+        deployed,
+        {
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 15,
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}],
+                },
+            },
+        },
+    )
+    await asyncio.to_thread(deployed.wait_ready, 2)
+    before = set(deployed.aggregator_pods())
+    started = time.monotonic()
+    load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 6000, 120, 21))
+    utilization = ""
+    new_pod_counting_after = None
+    while new_pod_counting_after is None:
+        assert time.monotonic() - started < 180, f"no third pod counted events; hpa: {utilization}"
+        utilization = await asyncio.to_thread(
+            deployed.kubectl, "get", "hpa", "stream-aggregator", "--no-headers"
+        )
+        listed = json.loads(
+            await asyncio.to_thread(
+                deployed.kubectl,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=stream-aggregator",
+                "-o",
+                "json",
+            )
+        )
+        for pod in listed["items"]:
+            ip = pod["status"].get("podIP")
+            if pod["metadata"]["name"] in before or not ip:
+                continue
+            with contextlib.suppress(OSError):
+                if await asyncio.to_thread(_events_counted, ip) > 0:
+                    new_pod_counting_after = time.monotonic() - started
+        await asyncio.sleep(2)
+    assert re.search(r"cpu: \d+%/70%", utilization), utilization
+    print(f"\nload start to a new pod counting events: {new_pod_counting_after:.1f} s")
+    print(f"hpa: {utilization.strip()}")
+    grown = len(deployed.aggregator_pods())
+    assert grown >= 3, grown
+    await load
+
+    def shrunk() -> bool:
+        replicas = deployed.kubectl(
+            "get", "deployment", "stream-aggregator", "-o", "jsonpath={.spec.replicas}"
+        )
+        return replicas.strip() == "2"
+
+    shrink_started = time.monotonic()
+    await asyncio.to_thread(deployed.node.wait_for, "the HPA back at 2 pods", shrunk, 300)
+    await asyncio.to_thread(deployed.wait_ready, 2)
+    print(f"load end to 2 pods again: {time.monotonic() - shrink_started:.1f} s (grew to {grown})")
+    await _assert_exact(kafka, at_least=100_000)
+
+
+def _graceful_handovers(watch: SnapshotWatch, since: float) -> list[float]:
+    """For each change of epoch a client saw: seconds from the old epoch's last snapshot
+    to the new one's first (a release hands over within about a retry period; an
+    expired lease would take the lease duration)."""
+    seen = [s for s in watch.seen if s.at >= since]
+    return [b.at - a.at for a, b in itertools.pairwise(seen) if b.epoch != a.epoch]
+
+
+@pytest.mark.timeout(900)
+async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefully(
+    deployed: Deployed, kafka: KafkaServer
+) -> None:
+    _hpa(deployed, {"minReplicas": 2, "maxReplicas": 2})
+    await asyncio.to_thread(deployed.wait_ready, 2)
+    watches = [SnapshotWatch() for _ in range(3)]
+    for watch in watches:
+        watch.start()
+    try:
+        for watch in watches:
+            await watch.wait_for("at all", lambda seen: True, timeout_s=30)
+        load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 1000, 150, 31))
+        started = time.monotonic()
+        epoch = watches[0].seen[-1].epoch
+        await asyncio.to_thread(
+            deployed.kubectl, "rollout", "restart", "deployment/stream-aggregator"
+        )
+        await asyncio.to_thread(
+            deployed.kubectl,
+            "rollout",
+            "status",
+            "deployment/stream-aggregator",
+            "--timeout=300s",
+            timeout_s=320,
+        )
+        # a new image tag: the same image under a second name, as a release would be
+        image = deployed.node.image
+        tagged = await asyncio.to_thread(
+            subprocess.run,
+            [*servers.ctr(), "images", "tag", "--force", image, f"{image}-b"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert tagged.returncode == 0, tagged.stderr
+        await asyncio.to_thread(
+            deployed.kubectl,
+            "set",
+            "image",
+            "deployment/stream-aggregator",
+            "aggregator=stream-aggregator:dev-b",
+        )
+        await asyncio.to_thread(
+            deployed.kubectl,
+            "rollout",
+            "status",
+            "deployment/stream-aggregator",
+            "--timeout=300s",
+            timeout_s=320,
+        )
+        await load
+        await asyncio.sleep(3)
+        gaps = [watch.longest_gap(started) for watch in watches]
+        handovers = [h for watch in watches for h in _graceful_handovers(watch, started)]
+        print(f"\nrolling update: longest gaps {[round(g, 2) for g in gaps]} s")
+        print(f"reconnects {[w.reconnects for w in watches]}")
+        print(f"epoch changes seen after {[round(h, 2) for h in handovers]} s")
+        assert watches[0].seen[-1].epoch > epoch  # the leader did change
+        assert max(gaps) <= ROLLING_GAP_BOUND_S, gaps
+        assert handovers, "no client saw the leader change"
+        assert max(handovers) <= ROLLING_GAP_BOUND_S, handovers  # never a lease expiry (15 s)
+    finally:
+        for watch in watches:
+            await watch.stop()
+    await _assert_exact(kafka, at_least=100_000)
+
+
+@pytest.mark.timeout(900)
+async def test_a_hazelcast_rolling_restart_mid_stream_loses_no_partial(
+    deployed: Deployed, kafka: KafkaServer
+) -> None:
+    load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 1000, 120, 41))
+    await asyncio.sleep(10)
+    await asyncio.to_thread(deployed.kubectl, "rollout", "restart", "statefulset/hazelcast")
+    started = time.monotonic()
+    await asyncio.to_thread(
+        deployed.kubectl,
+        "rollout",
+        "status",
+        "statefulset/hazelcast",
+        "--timeout=400s",
+        timeout_s=420,
+    )
+    print(f"\nHazelcast rolling restart: {time.monotonic() - started:.1f} s")
+    await load
+    await asyncio.to_thread(deployed.wait_ready, 2)
+    await _assert_exact(kafka, at_least=100_000)
