@@ -284,15 +284,20 @@ def status_lines() -> list[str]:
 
 
 def kubectl(
-    *args: str, kubeconfig: Path | None = None, timeout_s: float = 60.0
+    *args: str,
+    kubeconfig: Path | None = None,
+    stdin: str | None = None,
+    timeout_s: float = 60.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run the built kubectl against the local API server (never raises on exit code).
 
-    Uses the admin kubeconfig unless another one (e.g. a ServiceAccount's) is given.
+    Uses the admin kubeconfig unless another one (e.g. a ServiceAccount's, or the
+    local node's) is given.
     """
     config = kubeconfig or kubeconfig_path()
     return subprocess.run(
         [str(build.binaries().kubectl), f"--kubeconfig={config}", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout_s,

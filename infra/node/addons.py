@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from infra.kube import build as kube_build
+from infra.kube import control_plane
 from infra.node import images, layout
 from infra.process import InfraError
 
@@ -21,13 +21,8 @@ def kubectl(
     *args: str, stdin: str | None = None, timeout_s: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
     """The built kubectl against the node's API server as its admin (never raises on exit code)."""
-    return subprocess.run(
-        [str(kube_build.binaries().kubectl), f"--kubeconfig={layout.kubeconfig_path()}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
+    return control_plane.kubectl(
+        *args, kubeconfig=layout.kubeconfig_path(), stdin=stdin, timeout_s=timeout_s
     )
 
 

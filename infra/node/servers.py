@@ -277,19 +277,30 @@ def _local_healthz(port: int) -> Callable[[], bool]:
     return lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", context)
 
 
-def start_controller_manager(pki: NodePki) -> float:
-    if CONTROLLER_MANAGER.running():  # never rewrite a running server's config
-        return 0.0
-    kubeconfig = _component_kubeconfig(pki, "controller-manager", "system:kube-controller-manager")
-    argv = [
-        str(kube_build.binaries().bin_dir / "kube-controller-manager"),
+def _control_plane_argv(pki: NodePki, name: str, user: str, port: int) -> list[str]:
+    """What the controller manager and the scheduler share: their identity, where
+    they serve their health, no leader election (one of each), quiet logs."""
+    kubeconfig = _component_kubeconfig(pki, name, user)
+    return [
+        str(kube_build.binaries().bin_dir / f"kube-{name}"),
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
         "--bind-address=127.0.0.1",
-        f"--secure-port={layout.CONTROLLER_MANAGER_PORT}",
-        f"--cert-dir={layout.NODE_ROOT / 'controller-manager'}",
+        f"--secure-port={port}",
+        f"--cert-dir={layout.NODE_ROOT / name}",
         "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def start_controller_manager(pki: NodePki) -> float:
+    if CONTROLLER_MANAGER.running():  # never rewrite a running server's config
+        return 0.0
+    port = layout.CONTROLLER_MANAGER_PORT
+    argv = _control_plane_argv(pki, "controller-manager", "system:kube-controller-manager", port)
+    argv += [
         "--cluster-name=agg-node",
         "--controllers=*",
         # one credential per controller, token signing for ServiceAccounts
@@ -299,34 +310,16 @@ def start_controller_manager(pki: NodePki) -> float:
         f"--cluster-signing-cert-file={pki.ca}",
         f"--cluster-signing-key-file={pki.key('ca')}",
         f"--requestheader-client-ca-file={pki.front_proxy_ca}",
-        "--profiling=false",
-        "--v=1",
     ]
-    return _start(
-        CONTROLLER_MANAGER,
-        argv,
-        _local_healthz(layout.CONTROLLER_MANAGER_PORT),
-        "kube-controller-manager",
-    )
+    return _start(CONTROLLER_MANAGER, argv, _local_healthz(port), "kube-controller-manager")
 
 
 def start_scheduler(pki: NodePki) -> float:
     if SCHEDULER.running():  # never rewrite a running server's config
         return 0.0
-    kubeconfig = _component_kubeconfig(pki, "scheduler", "system:kube-scheduler")
-    argv = [
-        str(kube_build.binaries().bin_dir / "kube-scheduler"),
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={layout.SCHEDULER_PORT}",
-        f"--cert-dir={layout.NODE_ROOT / 'scheduler'}",
-        "--leader-elect=false",
-        "--profiling=false",
-        "--v=1",
-    ]
-    return _start(SCHEDULER, argv, _local_healthz(layout.SCHEDULER_PORT), "kube-scheduler")
+    port = layout.SCHEDULER_PORT
+    argv = _control_plane_argv(pki, "scheduler", "system:kube-scheduler", port)
+    return _start(SCHEDULER, argv, _local_healthz(port), "kube-scheduler")
 
 
 # --- kubelet and kube-proxy -----------------------------------------------------------

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,8 @@ from tests.fixtures.node import NodeCluster
 from tests.node import brute_force
 from tests.node.deployment import STATS_URL, WS_URL, Deployed, SnapshotWatch
 
-pytestmark = [pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
+# The first node test of a session also pays for the node's `up` (a cold image build).
+pytestmark = [pytest.mark.timeout(600), pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
 
 # the dev overlay's timings (k8s/base): lease 15 s, retry 2 s
 LEASE_S, RETRY_S = 15.0, 2.0
@@ -110,10 +112,23 @@ def test_the_requests_and_limits_reach_the_containers_cgroup(deployed: Deployed)
     ]
 
 
-def _stats() -> dict[str, object]:
-    with urllib.request.urlopen(STATS_URL, timeout=5) as response:
-        snapshot: dict[str, object] = json.load(response)
-    return snapshot
+def _stats(attempts: int = 3) -> dict[str, object]:
+    """GET /api/stats through the Service, retried as a dashboard would.
+
+    Right after a pod leaves, a new connection from this host can still be reset:
+    its source port may match a conntrack entry that NATs to the pod that left
+    (kube-proxy flushes such entries for UDP only).
+    """
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(STATS_URL, timeout=5) as response:
+                snapshot: dict[str, object] = json.load(response)
+            return snapshot
+        except (ConnectionError, urllib.error.URLError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 async def test_deleting_the_leader_pod_leaves_the_dashboards_at_most_3_s_without_a_snapshot(
@@ -374,6 +389,12 @@ async def test_the_hpa_grows_the_deployment_under_load_and_shrinks_it_after(
     await _assert_exact(kafka, at_least=100_000)
 
 
+async def _rolled_out(deployed: Deployed, workload: str) -> None:
+    await asyncio.to_thread(
+        deployed.kubectl, "rollout", "status", workload, "--timeout=400s", timeout_s=420
+    )
+
+
 def _graceful_handovers(watch: SnapshotWatch, since: float) -> list[float]:
     """For each change of epoch a client saw: seconds from the old epoch's last snapshot
     to the new one's first (a release hands over within about a retry period; an
@@ -400,14 +421,7 @@ async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefu
         await asyncio.to_thread(
             deployed.kubectl, "rollout", "restart", "deployment/stream-aggregator"
         )
-        await asyncio.to_thread(
-            deployed.kubectl,
-            "rollout",
-            "status",
-            "deployment/stream-aggregator",
-            "--timeout=300s",
-            timeout_s=320,
-        )
+        await _rolled_out(deployed, "deployment/stream-aggregator")
         # a new image tag: the same image under a second name, as a release would be
         image = deployed.node.image
         tagged = await asyncio.to_thread(
@@ -425,14 +439,7 @@ async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefu
             "deployment/stream-aggregator",
             "aggregator=stream-aggregator:dev-b",
         )
-        await asyncio.to_thread(
-            deployed.kubectl,
-            "rollout",
-            "status",
-            "deployment/stream-aggregator",
-            "--timeout=300s",
-            timeout_s=320,
-        )
+        await _rolled_out(deployed, "deployment/stream-aggregator")
         await load
         await asyncio.sleep(3)
         gaps = [watch.longest_gap(started) for watch in watches]
@@ -458,14 +465,7 @@ async def test_a_hazelcast_rolling_restart_mid_stream_loses_no_partial(
     await asyncio.sleep(10)
     await asyncio.to_thread(deployed.kubectl, "rollout", "restart", "statefulset/hazelcast")
     started = time.monotonic()
-    await asyncio.to_thread(
-        deployed.kubectl,
-        "rollout",
-        "status",
-        "statefulset/hazelcast",
-        "--timeout=400s",
-        timeout_s=420,
-    )
+    await _rolled_out(deployed, "statefulset/hazelcast")
     print(f"\nHazelcast rolling restart: {time.monotonic() - started:.1f} s")
     await load
     await asyncio.to_thread(deployed.wait_ready, 2)

@@ -16,7 +16,8 @@ from infra.node import images
 from infra.paths import REPO_ROOT
 from tests.fixtures.node import NodeCluster
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+# The first node test of a session also pays for the node's `up` (a cold image build).
+pytestmark = [pytest.mark.timeout(600), pytest.mark.node, pytest.mark.slow]
 
 
 def _kustomization(namespace: str, directory: Path) -> Path:

@@ -16,7 +16,8 @@ import pytest
 from tests.fixtures.node import NodeCluster
 from tests.node import pods
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+# The first node test of a session also pays for the node's `up` (a cold image build).
+pytestmark = [pytest.mark.timeout(600), pytest.mark.node, pytest.mark.slow]
 
 
 def _deploy_web(node_cluster: NodeCluster, namespace: str) -> str:

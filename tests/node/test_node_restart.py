@@ -15,7 +15,8 @@ from infra.node import COMPONENT, host
 from tests.fixtures.node import NodeCluster, pristine_host
 from tests.node import pods
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+# The first node test of a session also pays for the node's `up` (a cold image build).
+pytestmark = [pytest.mark.timeout(600), pytest.mark.node, pytest.mark.slow]
 
 
 def _differences(before: dict[str, object], after: dict[str, object]) -> str:
