@@ -71,9 +71,12 @@ class SnapshotWatch:
         leader = str(snapshot.get("leader", ""))
         self.seen.append(Seen(time.monotonic(), int(snapshot.get("epoch", -1)), leader, generated))
 
-    def longest_gap(self, since: float) -> float:
-        times = [seen.at for seen in self.seen if seen.at >= since]
-        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+    def longest_gap(self, since: float, until: float | None = None) -> float:
+        """The longest time without a fresh snapshot between ``since`` and ``until``
+        (now by default), the stretches before the first and after the last included."""
+        end = time.monotonic() if until is None else until
+        times = [since, *(seen.at for seen in self.seen if since <= seen.at <= end), end]
+        return max(b - a for a, b in itertools.pairwise(times))
 
     async def wait_for(self, what: str, predicate: Any, timeout_s: float) -> Seen:
         deadline = time.monotonic() + timeout_s
