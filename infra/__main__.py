@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from infra.components import MODULES, component
-from infra.process import InfraError
+from infra.process import exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,13 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     names: list[str] = args.components or list(MODULES)
     if args.action == "down":
         names.reverse()
-    try:
+
+    def run() -> None:
         for name in names:
             getattr(component(name), args.action)()
-    except InfraError as error:
-        print(f"infra: {error}", file=sys.stderr)
-        return 1
-    return 0
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

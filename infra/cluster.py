@@ -26,7 +26,7 @@ from infra.components import component
 from infra.kafka import BOOTSTRAP
 from infra.node import addons, layout
 from infra.paths import REPO_ROOT
-from infra.process import InfraError
+from infra.process import InfraError, exit_code
 
 OVERLAY = REPO_ROOT / "k8s" / "overlays" / "local"
 NAMESPACE = "stream-aggregator-dev"
@@ -46,8 +46,30 @@ async def _create_topics() -> None:
         await ensure_topic(BOOTSTRAP, name, partitions=PARTITIONS, timeout_s=60)
 
 
+def _wait_namespace_gone(timeout_s: float = 300) -> None:
+    """A namespace still being deleted (its pods' grace periods run up to 90 s) would
+    take the new objects with it: wait until it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        phase = addons.kubectl(
+            "get", "namespace", NAMESPACE, "-o", "jsonpath={.status.phase}"
+        ).stdout.strip()  # fmt: skip
+        if phase != "Terminating":
+            return
+        if time.monotonic() > deadline:
+            raise InfraError(f"namespace {NAMESPACE} is still terminating after {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def delete_namespace() -> None:
+    """Delete the namespace and wait until it is gone."""
+    addons.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
+    _wait_namespace_gone()
+
+
 def apply() -> float:
     """Apply the local overlay and wait for every workload; return seconds from apply to Ready."""
+    _wait_namespace_gone()
     started = time.monotonic()
     addons.kubectl_checked("apply", "--server-side", "--force-conflicts", "-k", str(OVERLAY))
     for workload in WORKLOADS:
@@ -77,7 +99,7 @@ def up() -> None:
 
 def down() -> None:
     if layout.kubeconfig_path().exists():
-        addons.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s")
+        delete_namespace()
     component("node").down()
     component("kafka").down()
 
@@ -86,15 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.cluster", description=__doc__)
     parser.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
-    try:
-        if args.action == "up":
-            up()
-        else:
-            down()
-    except InfraError as error:
-        print(f"infra: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(up if args.action == "up" else down)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,16 @@ from infra.paths import state_dir
 
 class InfraError(RuntimeError):
     """A server could not be installed or started; the message says why in one line."""
+
+
+def exit_code(action: Callable[[], None]) -> int:
+    """Run a command-line action: 0, or 1 with the InfraError's one line on stderr."""
+    try:
+        action()
+    except InfraError as error:
+        print(f"infra: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 @dataclass(frozen=True)

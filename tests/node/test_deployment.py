@@ -75,9 +75,7 @@ def deployed(node_cluster: NodeCluster, kafka: KafkaServer) -> Iterator[Deployed
     try:
         yield deployment
     finally:
-        node_cluster.kubectl(
-            "delete", "namespace", cluster.NAMESPACE, "--timeout=180s", timeout_s=200
-        )
+        cluster.delete_namespace()
 
 
 def test_every_pod_becomes_ready_and_a_pod_holds_the_lease(deployed: Deployed) -> None:
@@ -148,15 +146,21 @@ def _stats(within_s: float = 15.0) -> dict[str, object]:
             time.sleep(0.5)
 
 
+async def _dashboards(count: int) -> list[SnapshotWatch]:
+    """``count`` websocket clients on the Service, each once it has its first snapshot."""
+    watches = [SnapshotWatch() for _ in range(count)]
+    for watch in watches:
+        watch.start()
+    for watch in watches:
+        await watch.wait_for("at all", lambda seen: True, timeout_s=30)
+    return watches
+
+
 async def test_deleting_the_leader_pod_leaves_the_dashboards_at_most_3_s_without_a_snapshot(
     deployed: Deployed,
 ) -> None:
-    watches = [SnapshotWatch() for _ in range(3)]
-    for watch in watches:
-        watch.start()
+    watches = await _dashboards(3)
     try:
-        for watch in watches:
-            await watch.wait_for("at all", lambda seen: True, timeout_s=30)
         leader = deployed.leader_pod()
         epoch = watches[0].seen[-1].epoch
         started = time.monotonic()
@@ -423,12 +427,8 @@ async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefu
 ) -> None:
     _hpa(deployed, {"minReplicas": 2, "maxReplicas": 2})
     await asyncio.to_thread(deployed.wait_ready, 2)
-    watches = [SnapshotWatch() for _ in range(3)]
-    for watch in watches:
-        watch.start()
+    watches = await _dashboards(3)
     try:
-        for watch in watches:
-            await watch.wait_for("at all", lambda seen: True, timeout_s=30)
         load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 1000, 150, 31))
         started = time.monotonic()
         epoch = watches[0].seen[-1].epoch
