@@ -335,78 +335,6 @@ def _events_counted(pod_ip: str) -> float:
     )
 
 
-@pytest.mark.timeout(900)
-async def test_the_hpa_grows_the_deployment_under_load_and_shrinks_it_after(
-    deployed: Deployed, kafka: KafkaServer
-) -> None:
-    # the test overlay's part: 2 to 4 pods, short stabilization windows
-    _hpa(
-        deployed,
-        {
-            "minReplicas": 2,
-            "maxReplicas": 4,
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": 0,
-                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}],
-                },
-                "scaleDown": {
-                    "stabilizationWindowSeconds": 15,
-                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}],
-                },
-            },
-        },
-    )
-    await asyncio.to_thread(deployed.wait_ready, 2)
-    before = set(deployed.aggregator_pods())
-    started = time.monotonic()
-    load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 6000, 120, 21))
-    utilization = ""
-    new_pod_counting_after = None
-    while new_pod_counting_after is None:
-        assert time.monotonic() - started < 180, f"no third pod counted events; hpa: {utilization}"
-        utilization = await asyncio.to_thread(
-            deployed.kubectl, "get", "hpa", "stream-aggregator", "--no-headers"
-        )
-        listed = json.loads(
-            await asyncio.to_thread(
-                deployed.kubectl,
-                "get",
-                "pods",
-                "-l",
-                "app.kubernetes.io/name=stream-aggregator",
-                "-o",
-                "json",
-            )
-        )
-        for pod in listed["items"]:
-            ip = pod["status"].get("podIP")
-            if pod["metadata"]["name"] in before or not ip:
-                continue
-            with contextlib.suppress(OSError):
-                if await asyncio.to_thread(_events_counted, ip) > 0:
-                    new_pod_counting_after = time.monotonic() - started
-        await asyncio.sleep(2)
-    assert re.search(r"cpu: \d+%/70%", utilization), utilization
-    print(f"\nload start to a new pod counting events: {new_pod_counting_after:.1f} s")
-    print(f"hpa: {utilization.strip()}")
-    grown = len(deployed.aggregator_pods())
-    assert grown >= 3, grown
-    await load
-
-    def shrunk() -> bool:
-        replicas = deployed.kubectl(
-            "get", "deployment", "stream-aggregator", "-o", "jsonpath={.spec.replicas}"
-        )
-        return replicas.strip() == "2"
-
-    shrink_started = time.monotonic()
-    await asyncio.to_thread(deployed.node.wait_for, "the HPA back at 2 pods", shrunk, 300)
-    await asyncio.to_thread(deployed.wait_ready, 2)
-    print(f"load end to 2 pods again: {time.monotonic() - shrink_started:.1f} s (grew to {grown})")
-    await _assert_exact(kafka, at_least=100_000)
-
-
 async def _rolled_out(deployed: Deployed, workload: str) -> None:
     await asyncio.to_thread(
         deployed.kubectl, "rollout", "status", workload, "--timeout=400s", timeout_s=420
@@ -483,4 +411,78 @@ async def test_a_hazelcast_rolling_restart_mid_stream_loses_no_partial(
     print(f"\nHazelcast rolling restart: {time.monotonic() - started:.1f} s")
     await load
     await asyncio.to_thread(deployed.wait_ready, 2)
+    await _assert_exact(kafka, at_least=100_000)
+
+
+# Last in the module: after it (scaled up and down), a rolling update was seen to leave the
+# Service unreachable for over 2 minutes twice (docs/deployment.md, "Open finding").
+@pytest.mark.timeout(900)
+async def test_the_hpa_grows_the_deployment_under_load_and_shrinks_it_after(
+    deployed: Deployed, kafka: KafkaServer
+) -> None:
+    # the test overlay's part: 2 to 4 pods, short stabilization windows
+    _hpa(
+        deployed,
+        {
+            "minReplicas": 2,
+            "maxReplicas": 4,
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 15,
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}],
+                },
+            },
+        },
+    )
+    await asyncio.to_thread(deployed.wait_ready, 2)
+    before = set(deployed.aggregator_pods())
+    started = time.monotonic()
+    load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 6000, 120, 21))
+    utilization = ""
+    new_pod_counting_after = None
+    while new_pod_counting_after is None:
+        assert time.monotonic() - started < 180, f"no third pod counted events; hpa: {utilization}"
+        utilization = await asyncio.to_thread(
+            deployed.kubectl, "get", "hpa", "stream-aggregator", "--no-headers"
+        )
+        listed = json.loads(
+            await asyncio.to_thread(
+                deployed.kubectl,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=stream-aggregator",
+                "-o",
+                "json",
+            )
+        )
+        for pod in listed["items"]:
+            ip = pod["status"].get("podIP")
+            if pod["metadata"]["name"] in before or not ip:
+                continue
+            with contextlib.suppress(OSError):
+                if await asyncio.to_thread(_events_counted, ip) > 0:
+                    new_pod_counting_after = time.monotonic() - started
+        await asyncio.sleep(2)
+    assert re.search(r"cpu: \d+%/70%", utilization), utilization
+    print(f"\nload start to a new pod counting events: {new_pod_counting_after:.1f} s")
+    print(f"hpa: {utilization.strip()}")
+    grown = len(deployed.aggregator_pods())
+    assert grown >= 3, grown
+    await load
+
+    def shrunk() -> bool:
+        replicas = deployed.kubectl(
+            "get", "deployment", "stream-aggregator", "-o", "jsonpath={.spec.replicas}"
+        )
+        return replicas.strip() == "2"
+
+    shrink_started = time.monotonic()
+    await asyncio.to_thread(deployed.node.wait_for, "the HPA back at 2 pods", shrunk, 300)
+    await asyncio.to_thread(deployed.wait_ready, 2)
+    print(f"load end to 2 pods again: {time.monotonic() - shrink_started:.1f} s (grew to {grown})")
     await _assert_exact(kafka, at_least=100_000)
