@@ -17,7 +17,6 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from infra.kube import build as kube_build
@@ -40,10 +39,6 @@ BUILDKITD = ServerProcess("node-buildkitd")
 ALL = (CONTAINERD, ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KUBELET, KUBE_PROXY, BUILDKITD)
 
 SERVICE_ACCOUNT_ISSUER = f"https://kubernetes.default.svc.{layout.CLUSTER_DOMAIN}"
-
-
-def _log_dir() -> None:
-    layout.node_state()
 
 
 def _config(name: str, text: str) -> Path:
@@ -495,13 +490,3 @@ def is_up(pki: NodePki) -> bool:
         and port_open(layout.NODE_IP, layout.APISERVER_PORT)
         and apiserver_ready(pki)
     )
-
-
-@dataclass
-class Timings:
-    seconds: dict[str, float]
-
-    def line(self) -> str:
-        return ", ".join(
-            f"{name} {value:.1f} s" for name, value in self.seconds.items() if value > 0.05
-        )
