@@ -25,14 +25,9 @@ import time
 from pathlib import Path
 
 from bench.pods import running_pods
-from tests.integration.cluster_harness import (
-    Cluster,
-    Failover,
-    SnapshotRecorder,
-    Timings,
-    fail_leader,
-    fencing_violations,
-)
+from harness.failover import Failover, fail_leader
+from harness.pods import Cluster, Timings
+from harness.snapshots import SnapshotRecorder, fencing_violations
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 SECTION = "## Failover"

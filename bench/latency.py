@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from bench.kafka_load import BATCH_BYTES
 from bench.pods import PARTITIONS, running_pods
 from bench.workload import EventPool
-from tests.integration.cluster_harness import SnapshotRecorder
+from harness.snapshots import SnapshotRecorder
 
 GOLDEN = (math.sqrt(5) - 1) / 2
 

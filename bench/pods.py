@@ -11,12 +11,9 @@ from typing import Any
 
 from aggregator.adapters.kafka.topics import ensure_topic
 from bench.kafka_load import delete_topics
-from tests.integration.cluster_harness import (
-    Cluster,
-    ClusterConfig,
-    SnapshotRecorder,
-    wait_for_holder,
-)
+from harness.lease import wait_for_holder
+from harness.pods import Cluster, ClusterConfig
+from harness.snapshots import SnapshotRecorder
 
 NAMESPACE = "default"
 PARTITIONS = 6

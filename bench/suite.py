@@ -39,7 +39,8 @@ from bench.doc import DOC, write_block
 from bench.reduce_scale import ReduceScale
 from bench.throughput import MapRun, Rate, Servers
 from bench.workload import EventPool
-from tests.integration.cluster_harness import Failover, Timings
+from harness.failover import Failover
+from harness.pods import Timings
 
 PHASES = ("throughput", "peer", "latency", "reduce", "failover")
 FIGURE = DOC.with_name("benchmarks.png")

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.kafka_load import delete_topics
 from bench.proc import REPO, Child, python_module
-from tests.integration.cluster_harness import clean_environment
+from harness.pods import clean_environment
 
 PEER_PYTHON = Path(os.environ.get("BENCH_PEER_PYTHON", REPO / ".venv-peer" / "bin" / "python"))
 """The peer's interpreter (its own environment; ``make bench`` builds it)."""

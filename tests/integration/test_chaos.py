@@ -11,7 +11,7 @@ server beyond the lease.  When the stream has stopped and every offset is commit
 * the stored partials, the dead-letter topic and the final snapshot equal the
   brute-force answer over exactly the messages in the topic (counts per key, per
   bucket and by rejection reason exact; distinct and quantiles within their
-  stated error), see ``exactness.check_everything``;
+  stated error), see ``tests.support.comparisons.check_everything``;
 * over every snapshot any pod pushed: no count above the truth, epochs never
   going down, no epoch used by two leaders, every leader change raising it;
 * no pod died that the schedule did not kill, the SIGTERMed leader exited 0, and
@@ -31,22 +31,15 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from harness.failover import fail_leader
+from harness.pods import Cluster, PodProcess
+from harness.snapshots import SnapshotRecorder
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
 from tests.fixtures.kube import KubeApi
-from tests.integration.cluster_harness import (
-    SHORT_TIMINGS,
-    Cluster,
-    PodProcess,
-    SnapshotRecorder,
-    cluster_scenario,
-    fail_leader,
-)
-from tests.integration.exactness import (
-    SteadyProducer,
-    StreamMaker,
-    check_everything,
-    pod_environment,
-)
+from tests.support.cluster import SHORT_TIMINGS, cluster_scenario
+from tests.support.comparisons import check_everything
+from tests.support.producer import SteadyProducer
+from tests.support.stream import StreamMaker, pod_environment
 
 pytestmark = [
     pytest.mark.kube,

@@ -20,21 +20,12 @@ from typing import Any
 
 import pytest
 
+from harness.failover import fail_leader
+from harness.lease import lease_spec, wait_for_holder
+from harness.pods import Cluster, clean_environment, run_to_exit
+from harness.snapshots import Seen, SnapshotRecorder, fencing_violations, start_watched
 from tests.fixtures.kube import KubeApi
-from tests.integration.cluster_harness import (
-    SHORT_TIMINGS,
-    Cluster,
-    Seen,
-    SnapshotRecorder,
-    clean_environment,
-    cluster_scenario,
-    fail_leader,
-    fencing_violations,
-    lease_spec,
-    run_to_exit,
-    start_watched,
-    wait_for_holder,
-)
+from tests.support.cluster import SHORT_TIMINGS, cluster_scenario
 
 pytestmark = [pytest.mark.kube, pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 

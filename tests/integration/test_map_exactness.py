@@ -18,7 +18,7 @@ brute-force count over the topic as it finally is:
   partial of their record time's bucket), and the highest offset folded;
 * the dead-letter topic: every rejected message, bytes, key and headers
   unchanged, with its reason and origin, and nothing else (at-least-once: see
-  ``exactness.dead_letter_problems`` for the repeats a crash may leave);
+  ``tests.support.comparisons.dead_letter_problems`` for the repeats a crash may leave);
 * the final snapshot, and every snapshot pushed meanwhile (never more than the
   truth, epochs fenced).
 """
@@ -36,22 +36,14 @@ import httpx
 import pytest
 
 from aggregator.adapters.hazelcast import HazelcastStore, connect
+from harness.pods import Cluster, PodProcess
+from harness.snapshots import SnapshotRecorder, start_watched
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
-from tests.integration.cluster_harness import (
-    SHORT_TIMINGS,
-    Cluster,
-    PodProcess,
-    SnapshotRecorder,
-    cluster_scenario,
-    start_watched,
-)
-from tests.integration.exactness import (
-    SteadyProducer,
-    StreamMaker,
-    check_everything,
-    committed_offsets,
-    pod_environment,
-)
+from tests.support.cluster import SHORT_TIMINGS, cluster_scenario
+from tests.support.comparisons import check_everything
+from tests.support.producer import SteadyProducer
+from tests.support.readback import committed_offsets
+from tests.support.stream import StreamMaker, pod_environment
 
 pytestmark = [pytest.mark.kube, pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from aggregator.core.decode import Decoder
 from aggregator.core.events import Event, EventSchema
-from tests.integration.exactness import TopicMessage as Message
-from tests.integration.exactness import read_topic
+from tests.support.readback import TopicMessage as Message
+from tests.support.readback import read_topic
 
 __all__ = ["Expected", "classify", "expected_for", "problems", "read_topic"]
 

@@ -1,4 +1,4 @@
-"""The exactness tests' stream plan (tests/integration/exactness.py) against the
+"""The exactness tests' stream plan (tests/support/stream.py) against the
 decoding rules, without servers: every message gets the outcome planned for it,
 so a failure of the real-server exactness tests is about counting, not the plan."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aggregator.core.decode import Decoder
 from aggregator.core.events import Event, EventSchema
-from tests.integration.exactness import MAX_MESSAGE_BYTES, REASONS, StreamMaker
+from tests.support.stream import MAX_MESSAGE_BYTES, REASONS, StreamMaker
 
 
 def test_the_plan_agrees_with_the_decoding_rules() -> None:

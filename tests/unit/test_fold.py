@@ -17,7 +17,7 @@ from aggregator.core.accumulate import SKIPPED, FoldSettings, MapFolder, Partiti
 from aggregator.core.decode import Decoder
 from aggregator.core.events import Event, EventSchema, Reject, Timeliness
 from aggregator.core.partial import Partial
-from tests.oracle import brute_partial
+from tests.support.oracle import brute_partial
 from tests.unit.test_properties import _close  # equal but for float sums' last bits
 
 SCHEMA = EventSchema()

@@ -16,7 +16,7 @@ from aggregator.core.partial import Agg, Partial, merged
 from aggregator.core.quantiles import bin_of
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
-from tests.oracle import distinct_ok, nearest_rank_value, quantile_ok, truth
+from tests.support.oracle import distinct_ok, nearest_rank_value, quantile_ok, truth
 
 DIMS = 2
 BUCKET = 2

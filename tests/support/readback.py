@@ -1,0 +1,149 @@
+"""What the servers finally hold, read back: a topic, a group's offsets, the stored partials.
+
+``read_topic`` gives the topic as it finally is.  The truth (tests/support/truth.py)
+is computed over those messages, so a re-sent message that had landed twice
+counts twice, as it must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from aggregator.adapters.hazelcast import HazelcastFeed, connect
+from aggregator.core.partial import Partial
+from aggregator.ports.store import PartialKey
+
+if TYPE_CHECKING:
+    from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
+
+
+@dataclass(frozen=True)
+class TopicMessage:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    value: bytes
+    key: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    found = sorted(p["partition"] for p in described[0]["partitions"])
+    assert found, f"topic {topic} has no partitions: {described}"
+    return [TopicPartition(topic, p) for p in found]
+
+
+async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[TopicMessage]:
+    """Every message of every partition, from the first to the end offset as of now."""
+    async with asyncio.timeout(timeout_s):
+        return await _read_topic(bootstrap, topic)
+
+
+async def _read_topic(bootstrap: str, topic: str) -> list[TopicMessage]:
+    tps = await _partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        messages: list[TopicMessage] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
+                messages += [
+                    TopicMessage(
+                        tp.partition,
+                        m.offset,
+                        m.timestamp,
+                        m.value or b"",
+                        m.key,
+                        tuple(m.headers),
+                    )
+                    for m in batch
+                    if m.offset < ends[tp]
+                ]
+        return messages
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def committed_offsets(
+    bootstrap: str, group: str
+) -> AsyncIterator[Callable[[], Awaitable[dict[int, int]]]]:
+    """A reader of the group's committed offsets (next offset to read, by partition)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+
+    async def read() -> dict[int, int]:
+        async with asyncio.timeout(10):
+            offsets = await admin.list_consumer_group_offsets(group)
+        return {tp.partition: meta.offset for tp, meta in offsets.items()}
+
+    try:
+        yield read
+    finally:
+        await admin.close()
+
+
+async def wait_caught_up(
+    kafka: KafkaServer, topic: str, group: str, timeout_s: float
+) -> dict[int, int]:
+    """Until the group's committed offset is the end offset of every partition."""
+    deadline = time.monotonic() + timeout_s
+    ends = {tp.partition: end for tp, end in (await _end_offsets(kafka.bootstrap, topic)).items()}
+    async with committed_offsets(kafka.bootstrap, group) as read_committed:
+        committed: dict[int, int] = {}
+        while True:
+            with contextlib.suppress(Exception):  # the coordinator may be moving
+                committed = await read_committed()
+            if all(committed.get(p) == end for p, end in ends.items()):
+                return ends
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"group {group} not caught up after {timeout_s:g} s: committed "
+                    f"{dict(sorted(committed.items()))}, end {dict(sorted(ends.items()))}"
+                )
+            await asyncio.sleep(0.5)
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
+    async with asyncio.timeout(30):
+        tps = await _partitions(bootstrap, topic)
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+            return ends
+        finally:
+            await consumer.stop()
+
+
+async def stored_partials(
+    hazelcast: HazelcastCluster, scope: str, source: str
+) -> list[tuple[PartialKey, Partial]]:
+    """The map ``partials.<scope>`` as the reducer's feed reads it."""
+    client = await connect(
+        hazelcast.members, hazelcast.cluster_name, client_name=f"{scope}-exactness"
+    )
+    feed = HazelcastFeed(client, map_name=f"partials.{scope}")
+    try:
+        entries = await feed.open()
+    finally:
+        await feed.close()
+        await client.shutdown()
+    return [(key, partial) for key, partial in entries if key.source == source]
