@@ -20,12 +20,15 @@ from aggregator.ports.clock import Clock
 from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, SourceUnavailable
 from aggregator.ports.store import PartialStore, StoreUnavailable
 from aggregator.services.durations import FLUSH_BOUNDS, Durations
+from aggregator.services.retry import Backoff, RetryStopped, retry
 
 FETCH_MAX_RECORDS = 5000
 SOURCE_CHECK_S = 5.0
 """How long the stage may fetch nothing before it asks the source whether it can
 still be reached: a Kafka consumer's fetch returns nothing, not an error, while
 the brokers are down, so silence alone cannot tell an idle topic from an outage."""
+SOURCE_START_BACKOFF = Backoff(first_s=0.5, max_s=10.0)
+STORE_LOAD_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
 
 
 @dataclass
@@ -156,19 +159,22 @@ class MapStage:
             self._log.warning("could not leave the consumer group cleanly: %s", error)
 
     async def _start_source(self) -> None:
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                await self._source.start(self)
-                self._source_ok = True
-                self._heard_at = self._clock.monotonic()
-                return
-            except SourceUnavailable as error:
-                self._log.warning(
-                    "source not reachable at start, retrying in %.1fs: %s", delay, error
-                )
-                await self._clock.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        def failed(error: Exception, delay: float) -> None:
+            self._log.warning("source not reachable at start, retrying in %.1fs: %s", delay, error)
+
+        try:
+            await retry(
+                lambda: self._source.start(self),
+                errors=SourceUnavailable,
+                backoff=SOURCE_START_BACKOFF,
+                clock=self._clock,
+                on_error=failed,
+                stopping=self._stopping.is_set,
+            )
+        except RetryStopped:
+            return
+        self._source_ok = True
+        self._heard_at = self._clock.monotonic()
 
     def _fold(self, records: list[SourceRecord]) -> None:
         if not records:
@@ -289,15 +295,16 @@ class MapStage:
     async def _load(self, partition: int) -> None:
         """Load the partition's stored partials; without them the offset dedup cannot
         work, so keep trying (not ready meanwhile) rather than fold blind."""
-        delay = 0.5
-        while True:
-            try:
-                partials = await self._store.load(self._source.name, partition)
-            except StoreUnavailable as error:
-                self._store_ok = False
-                self._log.warning("cannot load partition %d yet (%s); retrying", partition, error)
-                await self._clock.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self.folder.partition(partition).load(partials)
-            return
+
+        def failed(error: Exception, delay: float) -> None:
+            self._store_ok = False
+            self._log.warning("cannot load partition %d yet (%s); retrying", partition, error)
+
+        partials = await retry(
+            lambda: self._store.load(self._source.name, partition),
+            errors=StoreUnavailable,
+            backoff=STORE_LOAD_BACKOFF,
+            clock=self._clock,
+            on_error=failed,
+        )
+        self.folder.partition(partition).load(partials)

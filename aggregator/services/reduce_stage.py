@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,9 @@ from aggregator.ports.bus import Published, SnapshotBus
 from aggregator.ports.clock import Clock
 from aggregator.ports.store import PartialFeed, StoreUnavailable
 from aggregator.services.durations import TICK_BOUNDS, Durations
+from aggregator.services.retry import Backoff, retry
+
+FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,14 @@ class ReduceStage:
         self._log.info("reducing as %s with epoch %d", self._identity, epoch)
         self._leading_since = self._clock.time()
         try:
-            for key, partial in await self._retrying(self._feed.open):
+            loaded = await retry(
+                self._feed.open,
+                errors=StoreUnavailable,
+                backoff=FEED_OPEN_BACKOFF,
+                clock=self._clock,
+                on_error=self._store_failed,
+            )
+            for key, partial in loaded:
                 window.apply(key, partial)
             while True:
                 await self.tick(window, epoch)
@@ -128,12 +138,5 @@ class ReduceStage:
         now = self._clock.time()
         await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
 
-    async def _retrying(self, read: Callable[[], Awaitable[Sequence[Any]]]) -> Sequence[Any]:
-        delay = 0.5
-        while True:
-            try:
-                return await read()
-            except StoreUnavailable as error:
-                self._log.warning("store unavailable for the reducer, retrying: %s", error)
-                await self._clock.sleep(delay)
-                delay = min(2 * delay, 5.0)
+    def _store_failed(self, error: Exception, delay: float) -> None:
+        self._log.warning("store unavailable for the reducer, retrying: %s", error)

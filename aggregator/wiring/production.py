@@ -36,11 +36,15 @@ from aggregator.api.app import create_app
 from aggregator.ports.lease import LeaseForbidden, LeaseUnavailable
 from aggregator.ports.store import StoreUnavailable
 from aggregator.services.pod import Pod, PodPorts, new_identity
+from aggregator.services.retry import Backoff, retry
 from aggregator.wiring.compose import pod_settings
 from aggregator.wiring.serving import server_config
 from aggregator.wiring.settings import Settings
 
 log = logging.getLogger("aggregator.run")
+
+START_BACKOFF = Backoff(first_s=1.0, max_s=15.0)
+"""Between attempts to reach Hazelcast or start the dead-letter producer at start-up."""
 
 
 class StartupError(Exception):
@@ -113,16 +117,18 @@ def partial_store(settings: Settings, hazelcast: Any, identity: str) -> Hazelcas
 
 
 async def connect_store(settings: Settings, identity: str) -> Any:
-    delay = 1.0
-    while True:
-        try:
-            return await connect(
-                settings.hazelcast_members, settings.hazelcast_cluster_name, client_name=identity
-            )
-        except StoreUnavailable as error:
-            log.warning("Hazelcast not reachable yet (%s); retrying in %.0f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 15.0)
+    def failed(error: Exception, delay: float) -> None:
+        log.warning("Hazelcast not reachable yet (%s); retrying in %.0f s", error, delay)
+
+    return await retry(
+        lambda: connect(
+            settings.hazelcast_members, settings.hazelcast_cluster_name, client_name=identity
+        ),
+        errors=StoreUnavailable,
+        backoff=START_BACKOFF,
+        clock=SystemClock(),
+        on_error=failed,
+    )
 
 
 async def _check_lease_access(lease: Any) -> None:
@@ -255,15 +261,16 @@ async def _run(settings: Settings) -> int:
 
 
 async def _start_dead_letters(dead_letters: KafkaDeadLetters) -> None:
-    delay = 1.0
-    while True:
-        try:
-            await dead_letters.start()
-            return
-        except ConnectionError as error:
-            log.warning("dead-letter producer cannot start yet (%s); retrying", error)
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 15.0)
+    def failed(error: Exception, delay: float) -> None:
+        log.warning("dead-letter producer cannot start yet (%s); retrying", error)
+
+    await retry(
+        dead_letters.start,
+        errors=ConnectionError,
+        backoff=START_BACKOFF,
+        clock=SystemClock(),
+        on_error=failed,
+    )
 
 
 async def _watch(pod: Pod, server: uvicorn.Server, failure: list[BaseException]) -> None:
