@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from aggregator.core import election
 from aggregator.core.election import Action, ElectionTimings, LeaseTerms
 from aggregator.core.types import Epoch, Identity
-from aggregator.ports.clock import Clock
+from aggregator.ports.clock import Clock, wait_first
 from aggregator.ports.lease import (
     LeaseClient,
     LeaseConflict,
@@ -285,22 +285,21 @@ class Elector:
             await asyncio.sleep(0)
             return False
         end = self._clock.monotonic() + seconds
-        timer = asyncio.ensure_future(self._clock.sleep(seconds))
         waker = asyncio.ensure_future(self._wake.wait())
-        waiting: set[asyncio.Future[Any]] = {timer, waker}
+        waiting: list[asyncio.Future[Any]] = [waker]
         watcher = None
         if watch:
             watcher = asyncio.ensure_future(self._client.wait_for_change(version, seconds))
-            waiting.add(watcher)
+            waiting.append(watcher)
         try:
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            done = await wait_first(self._clock, seconds, *waiting)
         finally:
             for future in waiting:
                 future.cancel()
         if watcher is None or watcher not in done:
             return False
         failed = watcher.cancelled() or watcher.exception() is not None  # (retrieves it)
-        if timer in done or waker in done:
+        if waker in done:
             return False
         if failed:
             # A failing watch must not turn into a busy loop: wait out the rest.
@@ -421,14 +420,12 @@ class Elector:
             if limit <= 0:
                 raise LeaseUnavailable("the renew deadline has passed")
         call = asyncio.ensure_future(request())
-        timer = asyncio.ensure_future(self._clock.sleep(limit))
         try:
-            done, _ = await asyncio.wait({call, timer}, return_when=asyncio.FIRST_COMPLETED)
+            answered = await wait_first(self._clock, limit, call)
         finally:
-            timer.cancel()
             if not call.done():
                 call.cancel()
-        if call not in done:
+        if not answered:
             raise LeaseUnavailable(f"no answer from the API server within {limit:g} s")
         try:
             result = call.result()
@@ -533,9 +530,7 @@ class Elector:
     async def _end_term(self, epoch: Epoch, task: asyncio.Task[None] | None, reason: str) -> None:
         if task is not None and not task.done():
             task.cancel()
-            timer = asyncio.ensure_future(self._clock.sleep(self._timings.request_timeout_s))
-            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-            timer.cancel()
+            await wait_first(self._clock, self._timings.request_timeout_s, task)
             if not task.done():
                 self._log.error("The leading task ignores cancellation; going on without it")
         self._log.info("Stopped leading as %s (epoch %d): %s", self._identity, epoch, reason)

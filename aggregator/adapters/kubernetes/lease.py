@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from aggregator.adapters.kubernetes.errors import translate
 from aggregator.adapters.kubernetes.microtime import from_micro_time, to_micro_time
 from aggregator.adapters.kubernetes.watch import LeaseWatch
+from aggregator.ports.clock import Clock, SystemClock, wait_first
 from aggregator.ports.lease import LeaseRecord, LeaseSpec, LeaseUnavailable
 
 T = TypeVar("T")
@@ -39,7 +40,8 @@ class KubernetesLease:
 
     ``api_client`` is a loaded client (``from_environment`` builds one with
     urllib3's retries off, so a request fails after one request timeout, not
-    four).  With ``owns_client``, ``close()`` closes it.
+    four).  With ``owns_client``, ``close()`` closes it.  ``clock`` times
+    ``wait_for_change`` (the system's by default).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class KubernetesLease:
         request_timeout_s: float,
         *,
         owns_client: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         if not namespace or not name:
             raise ValueError("a lease needs a namespace and a name")
@@ -61,6 +64,7 @@ class KubernetesLease:
         self._name = name
         self._request_timeout_s = float(request_timeout_s)
         self._owns_client = owns_client
+        self._clock: Clock = clock or SystemClock()
         self._last: client.V1Lease | None = None
         """The object last read or written: a replace keeps its metadata (labels,
         annotations) as client-go does."""
@@ -136,7 +140,7 @@ class KubernetesLease:
         )
         first.add_done_callback(_retrieve)
         try:
-            done, _ = await asyncio.wait({first}, timeout=timeout_s)
+            done = await wait_first(self._clock, timeout_s, first)
         finally:
             if not first.done():
                 watcher.stop()

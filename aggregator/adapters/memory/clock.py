@@ -1,22 +1,14 @@
-"""Clocks: the system's, and one that tests move by hand."""
+"""A clock that tests move by hand (and the system's, from the clock port)."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
-import time
 
+from aggregator.ports.clock import SystemClock
 
-class SystemClock:
-    def time(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+__all__ = ["ManualClock", "SystemClock"]
 
 
 class ManualClock:

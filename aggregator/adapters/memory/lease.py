@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aggregator.adapters.memory.clock import SystemClock
-from aggregator.ports.clock import Clock
+from aggregator.ports.clock import Clock, SystemClock, wait_first
 from aggregator.ports.lease import LeaseConflict, LeaseRecord, LeaseSpec, LeaseUnavailable
 
 
@@ -193,11 +192,9 @@ class MemoryLeaseClient:
             if remaining <= 0:
                 return
             change = self.server.watch()
-            timer = asyncio.ensure_future(self._clock.sleep(remaining))
             try:
-                await asyncio.wait({change, timer}, return_when=asyncio.FIRST_COMPLETED)
+                await wait_first(self._clock, remaining, change)
             finally:
-                timer.cancel()
                 self.server.unwatch(change)
                 change.cancel()
             self._check_reachable()
