@@ -77,13 +77,7 @@ def create_app(
         pod = backend.front()
         if pod is None:
             return JSONResponse({"ready": False, "why": ["no pod"]}, status_code=503)
-        why = []
-        if not pod.map.ready:
-            why.append("map stage cannot reach the source or the store")
-        if not pod.elector.healthy():
-            why.append("leader has not renewed its lease in time")
-        if not pod.live():
-            why.append("stopping")
+        why = pod.not_ready_because()
         return JSONResponse({"ready": not why, "why": why}, status_code=503 if why else 200)
 
     @app.get("/metrics")

@@ -34,6 +34,10 @@ from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
 KILL_WAIT_S = 2.0
 """How long ``kill`` waits for the cancelled tasks to end."""
 
+NOT_READY_MAP = "map stage cannot reach the source or the store"
+NOT_READY_LEASE = "leader has not renewed its lease in time"
+NOT_READY_STOPPING = "stopping"
+
 
 @dataclass(frozen=True)
 class PodPorts:
@@ -184,7 +188,19 @@ class Pod:
         return self.alive
 
     def ready(self) -> bool:
-        return self.alive and self.map.ready and self.elector.healthy()
+        return not self.not_ready_because()
+
+    def not_ready_because(self) -> list[str]:
+        """Why this pod should get no traffic now (empty: it is ready); the one
+        readiness rule, behind both ``/readyz`` and the member list."""
+        why = []
+        if not self.map.ready:
+            why.append(NOT_READY_MAP)
+        if not self.elector.healthy():
+            why.append(NOT_READY_LEASE)
+        if not self.alive:
+            why.append(NOT_READY_STOPPING)
+        return why
 
     def _leading_epoch(self) -> int | None:
         return self.elector.leading_epoch() if self.alive else None
