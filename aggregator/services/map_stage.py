@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aggregator.core.accumulate import FoldSettings, MapFolder
@@ -200,16 +201,10 @@ class MapStage:
         """Store every pending partial, then commit; False if the store failed."""
         started = self._clock.monotonic()
         try:
-            await self._send_dead_letters()
-            commits: dict[int, int] = {}
-            for partition in sorted(self.folder.partitions):
-                if partition not in self._source.assignment():
-                    continue
-                if await self._flush_partition(partition) and partition in self._uncommitted:
-                    commits[partition] = self._next_offsets[partition]
-            if commits:
-                await self._source.commit(commits)
-                self._uncommitted.difference_update(commits)
+            assigned = self._source.assignment
+            await self._store_and_commit(
+                p for p in sorted(self.folder.partitions) if p in assigned()
+            )
         except StoreUnavailable as error:
             if self._store_ok:
                 self._log.warning("store unavailable; pausing fetch and commits: %s", error)
@@ -219,6 +214,20 @@ class MapStage:
             self._log.warning("commit failed, will retry at the next flush: %s", error)
         self.stats.flush_seconds.observe(self._clock.monotonic() - started)
         return True
+
+    async def _store_and_commit(self, partitions: Iterable[int]) -> None:
+        """The one flush: deliver the dead letters, store each partition's pending
+        partials, then commit the offsets of the partitions stored (a fenced one
+        resyncs instead).  Raises ``StoreUnavailable`` or ``SourceUnavailable``
+        for the caller to judge; nothing is committed past what was stored."""
+        await self._send_dead_letters()
+        commits: dict[int, int] = {}
+        for partition in partitions:
+            if await self._flush_partition(partition) and partition in self._uncommitted:
+                commits[partition] = self._next_offsets[partition]
+        if commits:
+            await self._source.commit(commits)
+            self._uncommitted.difference_update(commits)
 
     async def _flush_partition(self, partition: int) -> bool:
         state = self.folder.partition(partition)
@@ -263,17 +272,9 @@ class MapStage:
 
     async def on_revoked(self, partitions: frozenset[int]) -> None:
         try:
-            await self._send_dead_letters()
-            commits = {}
-            for partition in sorted(partitions):
-                if (
-                    partition in self.folder.partitions
-                    and await self._flush_partition(partition)
-                    and partition in self._uncommitted
-                ):
-                    commits[partition] = self._next_offsets[partition]
-            if commits:
-                await self._source.commit(commits)
+            await self._store_and_commit(
+                p for p in sorted(partitions) if p in self.folder.partitions
+            )
         except (StoreUnavailable, SourceUnavailable) as error:
             self._log.warning(
                 "could not hand over partitions %s cleanly: %s", sorted(partitions), error
