@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
 
 from aggregator.core.types import Epoch, EpochSeconds, Identity
 
@@ -38,32 +37,16 @@ retry period, so several of them do not all write in the same instant."""
 _TIMING_NAMES = ("lease_duration_s", "renew_deadline_s", "retry_period_s")
 
 
-class LeaseView(Protocol):
-    """The spec of a coordination.k8s.io/v1 Lease, as the decision reads it."""
-
-    @property
-    def holder_identity(self) -> str | None: ...
-
-    @property
-    def lease_duration_seconds(self) -> int: ...
-
-    @property
-    def acquire_time(self) -> float | None: ...
-
-    @property
-    def renew_time(self) -> float | None: ...
-
-    @property
-    def lease_transitions(self) -> int: ...
-
-
 @dataclass(frozen=True, slots=True)
-class LeaseTerms:
-    """A Lease spec to write; field for field the lease port's ``LeaseSpec``."""
+class LeaseSpec:
+    """The spec of a coordination.k8s.io/v1 Lease: what the decision reads, what
+    the elector writes, and what the lease port carries (with the object's
+    resourceVersion, ``LeaseRecord``).  The one Lease value type of every layer."""
 
     holder_identity: str | None
     lease_duration_seconds: int
     acquire_time: EpochSeconds | None
+    """Wall-clock epoch seconds; informative only, never compared across nodes."""
     renew_time: EpochSeconds | None
     lease_transitions: int
 
@@ -152,7 +135,7 @@ class Action(Enum):
 @dataclass(frozen=True, slots=True)
 class Decision:
     action: Action
-    terms: LeaseTerms | None
+    terms: LeaseSpec | None
     """What to write (None when following)."""
     epoch: Epoch | None
     """The epoch we hold once the write succeeds (None when following)."""
@@ -160,18 +143,18 @@ class Decision:
     """Following: the monotonic time at which the observed lease expires."""
 
 
-def expires_at(observed: LeaseView, observed_at: float) -> float:
+def expires_at(observed: LeaseSpec, observed_at: float) -> float:
     """When a lease last seen changing at ``observed_at`` (monotonic) expires."""
     return observed_at + observed.lease_duration_seconds
 
 
-def is_held(observed: LeaseView | None) -> bool:
+def is_held(observed: LeaseSpec | None) -> bool:
     return observed is not None and bool(observed.holder_identity)
 
 
 def decide(
     me: str,
-    observed: LeaseView | None,
+    observed: LeaseSpec | None,
     observed_at: float,
     now: float,
     wall_now: EpochSeconds,
@@ -197,10 +180,10 @@ def decide(
 
 
 def acquire_terms(
-    me: str, previous: LeaseView | None, wall_now: EpochSeconds, timings: ElectionTimings
-) -> LeaseTerms:
+    me: str, previous: LeaseSpec | None, wall_now: EpochSeconds, timings: ElectionTimings
+) -> LeaseSpec:
     """Take the lease: a new term, so one more transition (0 when creating it)."""
-    return LeaseTerms(
+    return LeaseSpec(
         holder_identity=me,
         lease_duration_seconds=timings.lease_duration_seconds,
         acquire_time=wall_now,
@@ -209,9 +192,9 @@ def acquire_terms(
     )
 
 
-def renew_terms(mine: LeaseView, wall_now: EpochSeconds, timings: ElectionTimings) -> LeaseTerms:
+def renew_terms(mine: LeaseSpec, wall_now: EpochSeconds, timings: ElectionTimings) -> LeaseSpec:
     """Extend our own term: same acquire time, same transition count (same epoch)."""
-    return LeaseTerms(
+    return LeaseSpec(
         holder_identity=mine.holder_identity,
         lease_duration_seconds=timings.lease_duration_seconds,
         acquire_time=mine.acquire_time if mine.acquire_time is not None else wall_now,
@@ -220,10 +203,10 @@ def renew_terms(mine: LeaseView, wall_now: EpochSeconds, timings: ElectionTiming
     )
 
 
-def release_terms(mine: LeaseView, wall_now: EpochSeconds) -> LeaseTerms:
+def release_terms(mine: LeaseSpec, wall_now: EpochSeconds) -> LeaseSpec:
     """Give the lease back: nobody holds it, and it lasts 1 s for anyone who still
     judges it by expiry; the transition count stays, so epochs keep increasing."""
-    return LeaseTerms(
+    return LeaseSpec(
         holder_identity="",
         lease_duration_seconds=RELEASED_LEASE_DURATION_S,
         acquire_time=wall_now,

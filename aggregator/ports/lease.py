@@ -9,15 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from aggregator.core.election import LeaseSpec
 
-@dataclass(frozen=True, slots=True)
-class LeaseSpec:
-    holder_identity: str | None
-    lease_duration_seconds: int
-    acquire_time: float | None
-    """Wall-clock epoch seconds; informative only, never compared across nodes."""
-    renew_time: float | None
-    lease_transitions: int
+__all__ = [
+    "LeaseClient",
+    "LeaseConflict",
+    "LeaseForbidden",
+    "LeaseRecord",
+    "LeaseSpec",
+    "LeaseUnavailable",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from aggregator.core import election
-from aggregator.core.election import Action, ElectionTimings, LeaseTerms
+from aggregator.core.election import Action, ElectionTimings
 from aggregator.core.types import Epoch, Identity
 from aggregator.ports.clock import Clock, wait_first
 from aggregator.ports.lease import (
@@ -385,8 +385,7 @@ class Elector:
             return _Outcome.HOLDING
         raise LeaseConflict(f"lost the race for the lease {MAX_RACES} times in a row")
 
-    async def _write(self, record: LeaseRecord | None, terms: LeaseTerms) -> LeaseRecord:
-        spec = _spec(terms)
+    async def _write(self, record: LeaseRecord | None, spec: LeaseSpec) -> LeaseRecord:
         self._uncertain = True
         try:
             if record is None:
@@ -566,13 +565,3 @@ class Elector:
                 self._client.description,
                 error,
             )
-
-
-def _spec(terms: LeaseTerms) -> LeaseSpec:
-    return LeaseSpec(
-        holder_identity=terms.holder_identity,
-        lease_duration_seconds=terms.lease_duration_seconds,
-        acquire_time=terms.acquire_time,
-        renew_time=terms.renew_time,
-        lease_transitions=terms.lease_transitions,
-    )

@@ -8,7 +8,7 @@ from aggregator.core.election import (
     EXPIRY_SPREAD,
     Action,
     ElectionTimings,
-    LeaseTerms,
+    LeaseSpec,
     check_lease_timings,
     decide,
     follower_wait,
@@ -33,8 +33,8 @@ def lease(
     transitions: int = 3,
     acquired: float | None = 1_700_000_000.0,
     renewed: float | None = 1_700_000_400.0,
-) -> LeaseTerms:
-    return LeaseTerms(holder, duration, acquired, renewed, transitions)
+) -> LeaseSpec:
+    return LeaseSpec(holder, duration, acquired, renewed, transitions)
 
 
 # -- timings -------------------------------------------------------------------------
@@ -137,7 +137,7 @@ OBSERVED_AT = 100.0
         (lease(None, transitions=0), 100.0, Action.ACQUIRE, 1),
     ],
 )
-def test_decide(record: LeaseTerms | None, now: float, action: Action, epoch: int | None) -> None:
+def test_decide(record: LeaseSpec | None, now: float, action: Action, epoch: int | None) -> None:
     decision = decide(ME, record, OBSERVED_AT, now, WALL, T)
     assert decision.action is action
     assert decision.epoch == epoch
@@ -156,12 +156,12 @@ def test_decide(record: LeaseTerms | None, now: float, action: Action, epoch: in
 
 def test_acquire_stamps_acquire_time_renew_keeps_it() -> None:
     taken = decide(ME, lease(OTHER), OBSERVED_AT, 200.0, WALL, T).terms
-    assert taken == LeaseTerms(ME, 15, WALL, WALL, 4)
+    assert taken == LeaseSpec(ME, 15, WALL, WALL, 4)
     created = decide(ME, None, 0.0, 0.0, WALL, T).terms
-    assert created == LeaseTerms(ME, 15, WALL, WALL, 0)
+    assert created == LeaseSpec(ME, 15, WALL, WALL, 0)
     mine = lease(ME, duration=15, transitions=7, acquired=1_700_000_001.0)
     renewed = decide(ME, mine, OBSERVED_AT, 101.0, WALL, T).terms
-    assert renewed == LeaseTerms(ME, 15, 1_700_000_001.0, WALL, 7)
+    assert renewed == LeaseSpec(ME, 15, 1_700_000_001.0, WALL, 7)
 
 
 def test_renew_fills_a_missing_acquire_time_and_writes_our_duration() -> None:
