@@ -126,22 +126,31 @@ def _go_env() -> dict[str, str]:
     return {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod -buildvcs=false", "CGO_ENABLED": "0"}
 
 
-def _download_go_mod(version: str, workdir: Path, log: Path) -> str:
-    env = dict(os.environ) | _go_env()
+def go_mod_download(
+    module: str, version: str, *, cwd: Path, env: dict[str, str], log: Path
+) -> Path:
+    """``go mod download`` one module version (a no-op when cached) and return the
+    directory of its source in the read-only module cache."""
     with log.open("ab") as out:
         result = subprocess.run(
-            [go_binary(), "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
-            cwd=workdir,
-            env=env,
+            [go_binary(), "mod", "download", "-json", f"{module}@{version}"],
+            cwd=cwd,
+            env=dict(os.environ) | env,
             stdout=subprocess.PIPE,
             stderr=out,
             stdin=subprocess.DEVNULL,
             check=False,
         )
     if result.returncode != 0:
-        raise InfraError(f"go mod download k8s.io/kubernetes@{version} failed; see {log}")
-    info = json.loads(result.stdout)
-    return Path(info["GoMod"]).read_text()
+        raise InfraError(f"go mod download {module}@{version} failed; see {log}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def record_build(history: Path, fields: dict[str, object]) -> None:
+    """Append one build's record (oldest first, one JSON line each) to ``history``."""
+    record = fields | {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with history.open("a") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 def _module_cache_warm(version: str) -> bool:
@@ -205,7 +214,8 @@ def _build(target: KubeBinaries) -> None:
         flush=True,
     )
 
-    kubernetes_go_mod = _download_go_mod(version, workdir, log)
+    source = go_mod_download("k8s.io/kubernetes", version, cwd=workdir, env=_go_env(), log=log)
+    kubernetes_go_mod = (source / "go.mod").read_text()
     staging = staging_modules(kubernetes_go_mod)
     if not staging:
         raise InfraError(f"found no staging replace directives in k8s.io/kubernetes@{version}")
@@ -240,18 +250,19 @@ def _build(target: KubeBinaries) -> None:
     staging_bin.rename(target.bin_dir)
 
     seconds = time.monotonic() - started
-    record = {
-        "version": version,
-        "staging_modules": len(staging),
-        "go": subprocess.run(
-            [go_binary(), "version"], capture_output=True, text=True, check=False
-        ).stdout.strip(),
-        "module_cache_warm_before": warm,
-        "build_seconds": round(seconds, 1),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    with target.record.open("a") as history:  # one line per build, oldest first
-        history.write(json.dumps(record) + "\n")
+    go_version = subprocess.run(
+        [go_binary(), "version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    record_build(
+        target.record,
+        {
+            "version": version,
+            "staging_modules": len(staging),
+            "go": go_version,
+            "module_cache_warm_before": warm,
+            "build_seconds": round(seconds, 1),
+        },
+    )
     print(
         f"infra: built the Kubernetes binaries {version} in {seconds:.0f} s",
         file=sys.stderr,

@@ -14,16 +14,14 @@ seconds) sit beside them.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.kube.build import build_lock, go_binary
+from infra.kube.build import build_lock, go_binary, go_mod_download, record_build
 from infra.paths import cache_dir
 from infra.process import InfraError, run_checked
 
@@ -38,7 +36,7 @@ class GoProgram:
     #: package paths relative to the module root -> the binary each one makes
     commands: dict[str, str]
     tags: tuple[str, ...] = ()
-    #: ``-X`` assignments that stamp the version (the project's own Makefile's)
+    #: the variables that the project's own Makefile stamps with the version (``-X``)
     stamps: tuple[str, ...] = ()
     why: str = field(default="", compare=False)
 
@@ -68,14 +66,14 @@ CONTAINERD = GoProgram(
     },
     # btrfs needs cgo and its headers; the node uses overlayfs.
     tags=("no_btrfs",),
-    stamps=("github.com/containerd/containerd/v2/version.Version=v2.4.2",),
+    stamps=("github.com/containerd/containerd/v2/version.Version",),
 )
 BUILDKIT = GoProgram(
     name="buildkit",
     module="github.com/moby/buildkit",
     version="v0.35.0",
     commands={"cmd/buildkitd": "buildkitd", "cmd/buildctl": "buildctl"},
-    stamps=("github.com/moby/buildkit/version.Version=v0.35.0",),
+    stamps=("github.com/moby/buildkit/version.Version",),
 )
 COREDNS = GoProgram(
     name="coredns",
@@ -88,14 +86,14 @@ METRICS_SERVER = GoProgram(
     module="sigs.k8s.io/metrics-server",
     version="v0.8.0",
     commands={"cmd/metrics-server": "metrics-server"},
-    stamps=("sigs.k8s.io/metrics-server/pkg/version.gitVersion=v0.8.0",),
+    stamps=("sigs.k8s.io/metrics-server/pkg/version.gitVersion",),
 )
 CRICTL = GoProgram(
     name="cri-tools",
     module="sigs.k8s.io/cri-tools",
     version="v1.37.0",
     commands={"cmd/crictl": "crictl"},
-    stamps=("sigs.k8s.io/cri-tools/pkg/version.Version=v1.37.0",),
+    stamps=("sigs.k8s.io/cri-tools/pkg/version.Version",),
 )
 PROGRAMS = (CONTAINERD, BUILDKIT, COREDNS, METRICS_SERVER, CRICTL)
 
@@ -103,23 +101,6 @@ PROGRAMS = (CONTAINERD, BUILDKIT, COREDNS, METRICS_SERVER, CRICTL)
 def _env() -> dict[str, str]:
     # Static binaries (two of them go into scratch images), never another toolchain.
     return {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly -buildvcs=false", "CGO_ENABLED": "0"}
-
-
-def module_dir(program: GoProgram, log: Path) -> Path:
-    """Download the module (a no-op when cached) and return its source directory."""
-    with log.open("ab") as out:
-        result = subprocess.run(
-            [go_binary(), "mod", "download", "-json", f"{program.module}@{program.version}"],
-            env=dict(os.environ) | _env(),
-            stdout=subprocess.PIPE,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            cwd=program.root,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise InfraError(f"go mod download {program.module}@{program.version} failed; see {log}")
-    return Path(json.loads(result.stdout)["Dir"])
 
 
 def ensure_built(program: GoProgram) -> GoProgram:
@@ -141,11 +122,11 @@ def _build(program: GoProgram) -> None:
         file=sys.stderr,
         flush=True,
     )
-    source = module_dir(program, log)
+    source = go_mod_download(program.module, program.version, cwd=program.root, env=_env(), log=log)
     partial = program.root / "bin.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    ldflags = " ".join(["-s", "-w", *(f"-X {stamp}" for stamp in program.stamps)])
+    ldflags = " ".join(["-s", "-w", *(f"-X {var}={program.version}" for var in program.stamps)])
     for package, binary in program.commands.items():
         argv = [
             "nice", "-n", "10", go_binary(), "build", "-trimpath",
@@ -162,8 +143,8 @@ def _build(program: GoProgram) -> None:
     shutil.rmtree(program.bin_dir, ignore_errors=True)
     partial.rename(program.bin_dir)
     seconds = time.monotonic() - started
-    record = {"version": program.version, "build_seconds": round(seconds, 1)}
-    record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    with (program.root / "builds.jsonl").open("a") as history:
-        history.write(json.dumps(record) + "\n")
+    record_build(
+        program.root / "builds.jsonl",
+        {"version": program.version, "build_seconds": round(seconds, 1)},
+    )
     print(f"infra: built {program.name} {program.version} in {seconds:.0f} s", file=sys.stderr)
