@@ -35,6 +35,7 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -50,6 +51,7 @@ from aggregator.ports.lease import (
     LeaseSpec,
     LeaseUnavailable,
 )
+from aggregator.services.leading import LeadingTerm
 
 T = TypeVar("T")
 
@@ -61,6 +63,22 @@ class _Outcome(Enum):
     HOLDING = "holding"
     FOLLOWING = "following"
     FAILED = "failed"
+
+
+@dataclass
+class _State:
+    """What the elector remembers between attempts, besides the record it saw."""
+
+    contacted: bool = False
+    """Some call got an answer: from then on ``LeaseForbidden`` is retried, not fatal."""
+    uncertain: bool = False
+    """A write of ours got no answer: it may have landed unseen."""
+    failures: int = 0
+    """Failed attempts in a row (the first is logged, the rest at DEBUG)."""
+    hold_off_until: float = -math.inf
+    """Monotonic time before which we do not try to take the lease (after giving it up)."""
+    last_watch: tuple[str | None, bool] = (None, False)
+    """(resourceVersion watched, whether the watch ended the pause)."""
 
 
 class Elector:
@@ -82,8 +100,6 @@ class Elector:
         self._clock = clock
         self._identity = Identity(identity)
         self._timings = timings
-        self._on_started_leading = on_started_leading
-        self._on_stopped_leading = on_stopped_leading
         self._on_new_leader = on_new_leader
         self._rng = rng or random.Random()
         self._log = logger or logging.getLogger("aggregator.elector")
@@ -92,20 +108,20 @@ class Elector:
         self._observed_at = clock.monotonic()
         """Monotonic time at which ``_observed`` was first seen (client-go's observedTime)."""
         self._reported = ""
-        self._epoch: Epoch | None = None
-        """The epoch of the term we lead; None while following."""
+        self._leading = LeadingTerm(
+            clock,
+            on_started_leading,
+            on_stopped_leading,
+            on_failed=self._wake_up,
+            cancel_wait_s=timings.request_timeout_s,
+            identity=identity,
+            lease=client.description,
+            logger=self._log,
+        )
         self._renewed_at: float | None = None
         """Monotonic time at which our last successful write was sent."""
         self._next_renew_at = -math.inf
-        self._leading_task: asyncio.Task[None] | None = None
-        self._ending: asyncio.Task[None] | None = None
-        self._hold_off_until = -math.inf
-        self._uncertain = False
-        """A write of ours got no answer: it may have landed unseen."""
-        self._contacted = False
-        self._failures = 0
-        self._last_watch: tuple[str | None, bool] = (None, False)
-        """(resourceVersion watched, whether the watch ended the pause)."""
+        self._state = _State()
 
         self._stopping = False
         self._wake = asyncio.Event()
@@ -127,18 +143,18 @@ class Elector:
     @property
     def epoch(self) -> int | None:
         """The epoch of the term this elector leads (None while following)."""
-        return self._epoch
+        return self._leading.epoch
 
     def leading_epoch(self) -> int | None:
         """The epoch while leading and within the renew deadline of the last
         successful renewal; None otherwise.  Check before every publish."""
-        if self._epoch is None or self._renewed_at is None or self._stopping:
+        if self._leading.epoch is None or self._renewed_at is None or self._stopping:
             return None
         if not election.within_renew_deadline(
             self._renewed_at, self._clock.monotonic(), self._timings
         ):
             return None
-        return self._epoch
+        return self._leading.epoch
 
     def is_leader(self) -> bool:
         return self.leading_epoch() is not None
@@ -153,6 +169,9 @@ class Elector:
         if self._renewed_at is None:
             return True
         return election.watchdog_healthy(self._renewed_at, self._clock.monotonic(), self._timings)
+
+    def _wake_up(self) -> None:
+        self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -204,7 +223,7 @@ class Elector:
             loop.cancel()
             await asyncio.wait({loop})
         try:
-            await self._stop_leading("the elector is stopping")
+            await self._leading.end("the elector is stopping")
             await self._release()
         except Exception:  # never leave a shutdown half done on a surprise
             self._log.exception("Leader election shutdown failed")
@@ -214,15 +233,15 @@ class Elector:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            if self._epoch is None:
+            if self._leading.epoch is None:
                 await self._follow_round()
             else:
                 await self._lead_round()
 
     async def _follow_round(self) -> None:
         now = self._clock.monotonic()
-        if now < self._hold_off_until:
-            await self._pause(self._hold_off_until - now)
+        if now < self._state.hold_off_until:
+            await self._pause(self._state.hold_off_until - now)
             return
         outcome = await self._attempt()
         if outcome is _Outcome.HOLDING or self._stopping:
@@ -240,9 +259,9 @@ class Elector:
         wait = election.follower_wait(self._timings, unit, self._clock.monotonic(), expiry)
         # A watch that ended the last pause although nothing changed is not to be
         # trusted twice in a row: sleep this one out instead of busy-reading.
-        spurious = self._last_watch == (version, True)
+        spurious = self._state.last_watch == (version, True)
         woken = await self._pause(wait, watch=not spurious, version=version)
-        self._last_watch = (version, woken)
+        self._state.last_watch = (version, woken)
 
     async def _lead_round(self) -> None:
         renewed_at = self._renewed_at
@@ -251,7 +270,7 @@ class Elector:
         await self._pause(min(self._next_renew_at, deadline) - self._clock.monotonic())
         if self._stopping:
             return
-        failure = self._leading_failure()
+        failure = self._leading.failure()
         if failure is not None:
             await self._give_up(failure)
             return
@@ -263,11 +282,11 @@ class Elector:
             return
         self._next_renew_at = now + self._timings.retry_period_s
         await self._attempt()
-        if self._epoch is not None and self.leading_epoch() is None and not self._stopping:
+        if self._leading.epoch is not None and self.leading_epoch() is None and not self._stopping:
             await self._stop_at_renew_deadline()
 
     async def _stop_at_renew_deadline(self) -> None:
-        await self._stop_leading(
+        await self._leading.end(
             f"failed to renew the lease within the renew deadline "
             f"({self._timings.renew_deadline_s:g} s)"
         )
@@ -279,7 +298,7 @@ class Elector:
         crash; with ``watch``, also until the lease changes from ``version``.
         True when the watch ended the wait."""
         self._wake.clear()
-        if self._stopping or self._leading_failure() is not None:
+        if self._stopping or self._leading.failure() is not None:
             return False
         if seconds <= 0:
             await asyncio.sleep(0)
@@ -317,7 +336,7 @@ class Elector:
         try:
             outcome = await self._acquire_or_renew(started)
         except LeaseForbidden as error:
-            if not self._contacted:
+            if not self._state.contacted:
                 self._log.error(
                     "Forbidden to use lease %s as %s; giving up, as retrying will not "
                     "grant the missing RBAC permissions: %s",
@@ -334,19 +353,19 @@ class Elector:
         except Exception as error:  # e.g. the API server rejects the request as invalid
             self._failed(error, unexpected=True)
             return _Outcome.FAILED
-        if self._failures:
+        if self._state.failures:
             self._log.info(
                 "Lease %s answers again after %d failed attempt(s)",
                 self._client.description,
-                self._failures,
+                self._state.failures,
             )
-            self._failures = 0
+            self._state.failures = 0
         return outcome
 
     async def _acquire_or_renew(self, started: float) -> _Outcome:
         observed = self._observed
         if (
-            self._epoch is not None
+            self._leading.epoch is not None
             and observed is not None
             and observed.spec.holder_identity == self._identity
         ):
@@ -357,7 +376,7 @@ class Elector:
             except LeaseConflict:
                 self._log.debug("lease %s changed under us; reading it", self._client.description)
             else:
-                await self._held(written, started, self._epoch)
+                await self._held(written, started, self._leading.epoch)
                 return _Outcome.HOLDING
         for _ in range(MAX_RACES):
             record = await self._call(self._client.get)
@@ -371,8 +390,8 @@ class Elector:
                 self._timings,
             )
             if decision.action is Action.FOLLOW:
-                if self._epoch is not None:
-                    await self._stop_leading(f"the lease is now held by {self.leader}")
+                if self._leading.epoch is not None:
+                    await self._leading.end(f"the lease is now held by {self.leader}")
                 return _Outcome.FOLLOWING
             assert decision.terms is not None
             assert decision.epoch is not None
@@ -386,7 +405,7 @@ class Elector:
         raise LeaseConflict(f"lost the race for the lease {MAX_RACES} times in a row")
 
     async def _write(self, record: LeaseRecord | None, spec: LeaseSpec) -> LeaseRecord:
-        self._uncertain = True
+        self._state.uncertain = True
         try:
             if record is None:
                 written = await self._call(lambda: self._client.create(spec))
@@ -394,27 +413,27 @@ class Elector:
                 version = record.resource_version
                 written = await self._call(lambda: self._client.replace(version, spec))
         except LeaseConflict:
-            self._uncertain = False
+            self._state.uncertain = False
             raise
-        self._uncertain = False
+        self._state.uncertain = False
         return written
 
     async def _held(self, written: LeaseRecord, started: float, epoch: Epoch) -> None:
         """Our write landed: we hold the lease for the term ``epoch``."""
         self._observe(written)
-        if self._epoch is not None and self._epoch != epoch:
-            await self._stop_leading(f"the lease was acquired again with epoch {epoch}")
+        if self._leading.epoch is not None and self._leading.epoch != epoch:
+            await self._leading.end(f"the lease was acquired again with epoch {epoch}")
         self._renewed_at = started
         self._next_renew_at = started + self._timings.retry_period_s
-        if self._epoch is None and not self._stopping:
-            self._start_leading(epoch)
+        if self._leading.epoch is None and not self._stopping:
+            self._leading.start(epoch)
 
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
         """One API call with a deadline on the injected clock; no answer in time
         is ``LeaseUnavailable``."""
         now = self._clock.monotonic()
         limit = self._timings.request_timeout_s
-        if self._epoch is not None and self._renewed_at is not None:
+        if self._leading.epoch is not None and self._renewed_at is not None:
             limit = min(limit, election.renew_deadline_at(self._renewed_at, self._timings) - now)
             if limit <= 0:
                 raise LeaseUnavailable("the renew deadline has passed")
@@ -429,9 +448,9 @@ class Elector:
         try:
             result = call.result()
         except LeaseConflict:
-            self._contacted = True
+            self._state.contacted = True
             raise
-        self._contacted = True
+        self._state.contacted = True
         return result
 
     def _observe(self, record: LeaseRecord | None) -> None:
@@ -461,9 +480,9 @@ class Elector:
     def _failed(self, error: Exception, *, unexpected: bool = False) -> None:
         """Log a failed attempt: every one while leading, else the first of a run
         of failures (the rest at DEBUG; recovery is logged at INFO)."""
-        self._failures += 1
-        leading = self._epoch is not None
-        first = self._failures == 1
+        self._state.failures += 1
+        leading = self._leading.epoch is not None
+        first = self._state.failures == 1
         level = logging.WARNING if leading or first else logging.DEBUG
         if unexpected and first:
             level = logging.ERROR
@@ -478,72 +497,22 @@ class Elector:
 
     # -- leading ------------------------------------------------------------------------
 
-    def _start_leading(self, epoch: Epoch) -> None:
-        self._epoch = epoch
-        self._log.info(
-            "Started leading as %s with epoch %d (lease %s)",
-            self._identity,
-            epoch,
-            self._client.description,
-        )
-        task = asyncio.ensure_future(self._on_started_leading(epoch))
-        task.add_done_callback(self._leading_done)
-        self._leading_task = task
-
-    def _leading_done(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():
-            return
-        if task.exception() is not None:
-            self._wake.set()  # the loop gives the lease up
-        elif task is self._leading_task:
-            self._log.info("The leading task returned; still holding the lease")
-
-    def _leading_failure(self) -> BaseException | None:
-        task = self._leading_task
-        if task is None or not task.done() or task.cancelled():
-            return None
-        return task.exception()
-
     async def _give_up(self, failure: BaseException) -> None:
         self._log.error(
             "The leading task failed; giving the lease up so another pod leads",
             exc_info=failure,
         )
-        await self._stop_leading("the leading task failed")
+        await self._leading.end("the leading task failed")
         await self._release()
         t = self._timings
         hold_off = election.jittered(t.retry_period_s, t.jitter_factor, self._rng.random())
-        self._hold_off_until = self._clock.monotonic() + hold_off
-
-    async def _stop_leading(self, reason: str) -> None:
-        """End the term (if any); wait for an ending already under way.  Shielded:
-        once started, the leading task is awaited and on_stopped_leading runs."""
-        if self._epoch is not None:
-            epoch, task = self._epoch, self._leading_task
-            self._epoch = None
-            self._leading_task = None
-            self._ending = asyncio.ensure_future(self._end_term(epoch, task, reason))
-        if self._ending is not None:
-            await asyncio.shield(self._ending)
-
-    async def _end_term(self, epoch: Epoch, task: asyncio.Task[None] | None, reason: str) -> None:
-        if task is not None and not task.done():
-            task.cancel()
-            await wait_first(self._clock, self._timings.request_timeout_s, task)
-            if not task.done():
-                self._log.error("The leading task ignores cancellation; going on without it")
-        self._log.info("Stopped leading as %s (epoch %d): %s", self._identity, epoch, reason)
-        if self._on_stopped_leading is not None:
-            try:
-                await self._on_stopped_leading()
-            except Exception:
-                self._log.exception("on_stopped_leading failed")
+        self._state.hold_off_until = self._clock.monotonic() + hold_off
 
     async def _release(self) -> None:
         """Give the lease back if we hold it: holder "", 1 s, transitions kept."""
         try:
             record = self._observed
-            if self._uncertain:  # a write of ours may have landed unseen
+            if self._state.uncertain:  # a write of ours may have landed unseen
                 record = await self._call(self._client.get)
                 self._observe(record)
             for _ in range(MAX_RACES):
