@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts unit pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
+.PHONY: setup demo test check lint typecheck contracts unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
 
 $(STAMP): pyproject.toml hatch_build.py aggregator/core/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ UNIT_MARKS := not (kafka or hazelcast or kube or node or browser or slow)
 unit: $(STAMP)
 	$(BIN)/pytest -q -ra -m "$(UNIT_MARKS)" $(UNIT_TESTS)
 
+# The fast lane under coverage of aggregator/: fails below the floor, fail_under
+# in pyproject.toml ([tool.coverage.report]).
+coverage: $(STAMP)
+	$(BIN)/pytest -q -ra -m "$(UNIT_MARKS)" --cov --cov-report=term $(UNIT_TESTS)
+
 infra-install: $(STAMP)
 	$(BIN)/python -m infra install
 
@@ -70,9 +75,10 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q -ra --ignore=tests/browser
 	$(BIN)/pytest -q -ra tests/browser
 
-# The whole suite: static checks, then install the real servers (cached after
-# the first run) and run every test; tests start the servers they need.
-test: check infra-install browser-install pytest
+# The whole suite: static checks and the coverage floor, then install the real
+# servers (cached after the first run) and run every test; tests start the
+# servers they need.
+test: check coverage infra-install browser-install pytest
 
 # The core benchmarks, then the end-to-end suite on the local servers (started
 # here), against the raw aiokafka ceiling and the Quix Streams peer.  The peer
