@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
+.PHONY: setup demo test check lint typecheck contracts hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
 
 $(STAMP): pyproject.toml hatch_build.py aggregator/core/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ contracts: $(STAMP)
 	$(BIN)/lint-imports
 
 check: lint typecheck contracts
+
+# Once per clone: the checks of `make check` run before each commit, by the tools
+# in $(VENV) (.pre-commit-config.yaml).
+hooks: $(STAMP)
+	$(BIN)/pre-commit install
 
 # The fast lane: the tests that need no server (tests/unit, and the in-memory
 # half of tests/contract), less the slow ones (the AddressSanitizer build): about
