@@ -47,6 +47,21 @@ floor_div(double vx, double wx)
     return floordiv;
 }
 
+/* buckets.py's bucket_of, int(ts // bs) * bs, for bs > 0: 1 with *start set, 0
+ * when the bucket is beyond what a long long holds exactly (Python takes those).
+ * The only place the C code computes a bucket; test_native.py holds it equal to
+ * the Python definition through the module's bucket_of. */
+static inline int
+bucket_of(double ts, long long bs, long long *start)
+{
+    double floored = floor_div(ts, (double)bs);
+    if (!(fabs(floored) < 9.0e15 / (double)bs)) {
+        return 0;
+    }
+    *start = (long long)floored * bs;
+    return 1;
+}
+
 static int
 get_long_long(PyObject *obj, PyObject *name, long long *out)
 {
@@ -256,11 +271,11 @@ fold_one(FoldArgs *a, PyObject *record)
     if (t < arrived - a->oldest || t > arrived + a->newest) {
         goto python; /* late or early: a drop */
     }
-    double floored = floor_div(t, (double)a->bs);
-    if (!(fabs(floored) < 9.0e15 / (double)a->bs)) {
+    long long start;
+    if (!bucket_of(t, a->bs, &start)) {
         goto python; /* beyond what a long long bucket holds exactly */
     }
-    CachedBucket *bucket = cached_bucket(a, (long long)floored * a->bs);
+    CachedBucket *bucket = cached_bucket(a, start);
     if (bucket == NULL) {
         goto error;
     }
@@ -1017,7 +1032,28 @@ done:
     return result;
 }
 
+static PyObject *
+py_bucket_of(PyObject *module, PyObject *args)
+{
+    double ts;
+    long long bs, start;
+    if (!PyArg_ParseTuple(args, "dL", &ts, &bs)) {
+        return NULL;
+    }
+    if (bs <= 0) {
+        PyErr_SetString(PyExc_ValueError, "bucket seconds must be positive");
+        return NULL;
+    }
+    if (!bucket_of(ts, bs, &start)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromLongLong(start);
+}
+
 static PyMethodDef methods[] = {
+    {"bucket_of", py_bucket_of, METH_VARARGS,
+     "bucket_of(ts, bucket_seconds) -> int | None: the bucket fold_run files ts under, "
+     "None where it leaves ts to Python (beyond a long long)."},
     {"fold_run", fold_run, METH_VARARGS,
      "fold_run(run, start, read, fields, unknown, epoch_seconds, oldest, newest, bucket_seconds, "
      "max_bytes, partials, buffer, offsets, buffered, limit) -> (index, counted, skipped, "

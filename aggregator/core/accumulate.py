@@ -24,6 +24,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from aggregator.core import native
+from aggregator.core.buckets import bucket_of
 from aggregator.core.combos import Combo, add_combos
 from aggregator.core.decode import DECODE_ERRORS, Decoder, epoch_seconds
 from aggregator.core.events import UNKNOWN_KEY, Event, EventSchema, Reject, Timeliness
@@ -305,7 +306,7 @@ class MapFolder:
                     elif ts > arrived_at + newest:
                         reason = Timeliness.FUTURE
                     else:
-                        bucket = int(ts // bs) * bs
+                        bucket = bucket_of(ts, bs)
                         partial = partials.get(bucket)
                         if partial is not None and offset <= partial.offset:
                             skipped += 1
@@ -339,8 +340,7 @@ class MapFolder:
     def _drop(
         self, state: PartitionState, arrived_at: float, offset: int, reason: Reject | Timeliness
     ) -> Outcome:
-        bs = self._bucket_seconds
-        bucket = int(arrived_at // bs) * bs
+        bucket = bucket_of(arrived_at, self._bucket_seconds)
         if state.counted(bucket, offset):
             return SKIPPED
         state.add_drop(bucket, offset, reason.value)

@@ -8,15 +8,21 @@ half-full.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from aggregator.core.types import BucketStart, EpochSeconds
 
 
 def bucket_of(ts: EpochSeconds, bucket_seconds: int) -> BucketStart:
-    """The bucket holding event time ``ts`` (floors, also for negative times)."""
-    return math.floor(ts / bucket_seconds) * bucket_seconds
+    """The bucket holding event time ``ts`` (floors, also for negative times).
+
+    The one definition of bucket arithmetic: the map stage's fold, the window's
+    end and the replay oracle all call it.  It is Python's floor division (exact:
+    ``ts / bucket_seconds`` would round first and could land in the next bucket
+    just below a boundary).  ``_native.c`` has the same in its ``bucket_of``,
+    which ``tests/unit/test_native.py`` holds equal to this one.
+    """
+    return int(ts // bucket_seconds) * bucket_seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aggregator.core.accumulate import PartitionState
-from aggregator.core.buckets import window_at
+from aggregator.core.buckets import bucket_of, window_at
 from aggregator.core.decode import Decoder
 from aggregator.core.events import Event, EventSchema
 from aggregator.core.snapshot import build_snapshot
@@ -40,7 +40,7 @@ def replay(
             reason = str(event)
             rejected[reason] = rejected.get(reason, 0) + 1
             continue
-        bucket = int(event.ts // bucket_seconds) * bucket_seconds
+        bucket = bucket_of(event.ts, bucket_seconds)
         if span.contains(bucket):
             state.add_event(bucket, offset, event)
         if offset % ROLL_UP_EVERY == ROLL_UP_EVERY - 1:

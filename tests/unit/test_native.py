@@ -9,6 +9,7 @@ skips these tests and says how to build it.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.core import accumulate, combos, distinct, native, quantiles
+from aggregator.core import accumulate, buckets, combos, distinct, native, quantiles
 from aggregator.core.accumulate import MapFolder
 from aggregator.core.decode import epoch_seconds
 from aggregator.core.partial import Agg, Partial
@@ -63,6 +64,36 @@ def rolled_up(folder: MapFolder, *, compiled: bool) -> dict[int, list[Partial]]:
         return {p: state.roll_up() for p, state in folder.partitions.items()}
     with python_only():
         return {p: state.roll_up() for p, state in folder.partitions.items()}
+
+
+@st.composite
+def times_and_buckets(draw: st.DrawFn) -> tuple[float, int]:
+    bucket_seconds = draw(st.one_of(st.sampled_from([1, 2, 3, 10, 60]), st.integers(1, 10**6)))
+    boundary = float(draw(st.integers(-(10**10), 10**10)) * bucket_seconds)
+    ts = draw(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.floats(min_value=-2e9, max_value=2e9),
+            # at a bucket boundary and one ulp either side (where ts / bs rounds)
+            st.sampled_from(
+                [boundary, math.nextafter(boundary, -math.inf), math.nextafter(boundary, math.inf)]
+            ),
+        )
+    )
+    return ts, bucket_seconds
+
+
+@settings(max_examples=2000, deadline=None)
+@given(case=times_and_buckets())
+def test_the_c_bucket_equals_the_one_python_definition(case: tuple[float, int]) -> None:
+    ts, bucket_seconds = case
+    compiled = native.NATIVE
+    assert compiled is not None
+    got = compiled.bucket_of(ts, bucket_seconds)
+    if got is None:  # left to Python: only where a long long cannot hold it exactly
+        assert abs(ts) > 8.0e15
+    else:
+        assert got == buckets.bucket_of(ts, bucket_seconds)
 
 
 @settings(max_examples=300, deadline=None)
