@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from infra.components import component
 from infra.kafka import BOOTSTRAP
-from infra.node import addons, layout
+from infra.node import addons, layout, network
 from infra.paths import REPO_ROOT
 from infra.process import InfraError, exit_code
 
@@ -98,7 +98,7 @@ def up() -> None:
 
 
 def down() -> None:
-    if layout.kubeconfig_path().exists():
+    if layout.kubeconfig_path().exists() and network.carries_node_address():
         delete_namespace()
     component("node").down()
     component("kafka").down()

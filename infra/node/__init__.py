@@ -124,6 +124,7 @@ class NodeComponent:
             host.restore_paths(record["paths"])
         shutil.rmtree(layout.NODE_RUN, ignore_errors=True)
         shutil.rmtree(layout.NODE_ROOT, ignore_errors=True)
+        network.remove_guard_routes()
         _say(
             f"down in {time.monotonic() - started:.1f} s"
             + ("" if record else " (no host record: nothing to restore)")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from infra.kube import control_plane
-from infra.node import images, layout
+from infra.node import images, layout, network
 from infra.process import InfraError
 
 MANIFESTS = Path(__file__).resolve().parent / "addons"
@@ -20,7 +20,12 @@ MANIFESTS = Path(__file__).resolve().parent / "addons"
 def kubectl(
     *args: str, stdin: str | None = None, timeout_s: float = 120.0
 ) -> subprocess.CompletedProcess[str]:
-    """The built kubectl against the node's API server as its admin (never raises on exit code)."""
+    """The built kubectl against the node's API server as its admin (never raises on exit code).
+
+    Raises ``InfraError`` when the bridge does not hold the node address: the API
+    server's address would then be routed off the machine."""
+    if not network.carries_node_address():
+        raise InfraError(f"the node is down: {layout.BRIDGE} does not carry {layout.NODE_IP}")
     return control_plane.kubectl(
         *args, kubeconfig=layout.kubeconfig_path(), stdin=stdin, timeout_s=timeout_s
     )

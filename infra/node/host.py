@@ -172,6 +172,13 @@ def _links() -> list[str]:
     return sorted(line.split(":")[1].strip().split("@")[0] for line in output.splitlines())
 
 
+def _routes() -> list[str]:
+    output = subprocess.run(
+        ["ip", "-o", "route", "show", "table", "all"], capture_output=True, text=True, check=False
+    ).stdout
+    return sorted(line.strip() for line in output.splitlines() if line.strip())
+
+
 def snapshot() -> dict[str, object]:
     """What the node may change on the host, in a form two calls can be compared in."""
     netns = Path("/var/run/netns")
@@ -187,6 +194,7 @@ def snapshot() -> dict[str, object]:
         "cgroups": _top_cgroups(),
         "mounts": _mounts(),
         "links": _links(),
+        "routes": _routes(),
         "netns": sorted(p.name for p in netns.iterdir()) if netns.is_dir() else [],
     }
 

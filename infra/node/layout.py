@@ -88,6 +88,13 @@ SYSCTLS = (
     "net/bridge/bridge-nf-call-iptables",
     "net/netfilter/nf_conntrack_max",
 )
+#: Ranges the host must never send to its default route: while the node is up
+#: the bridge's routes are more specific (pods) or cheaper (Services) than these
+#: ``prohibit`` routes, so these catch only what the bridge no longer carries
+#: (a probe still running while ``down`` deletes the bridge fails at once
+#: instead of leaving the machine).  ``down`` removes them last.
+GUARD_ROUTES = ("10.244.0.0/16", SERVICE_CIDR)
+GUARD_METRIC = 4242
 #: iptables chains of our own (the rest, KUBE-*, belong to kubelet and kube-proxy).
 ISOLATE_CHAIN = "AGG-NODE-ISOLATE"
 

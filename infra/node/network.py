@@ -9,8 +9,10 @@ No traffic leaves the machine: the CNI config never masquerades; the
 :data:`layout.ISOLATE_CHAIN` chain, jumped to from FORWARD, drops every packet
 that would be forwarded from the bridge to any other interface; and the Service
 range is routed to the bridge, so the host's own packets to a Service IP
-without kube-proxy's rules stay on the machine too.  Pod to
-host (INPUT) and pod to pod, direct or through a Service, stay allowed.
+without kube-proxy's rules stay on the machine too.  ``prohibit`` routes for
+the node's ranges (removed last by ``down``) catch what the bridge no longer
+carries.  Pod to host (INPUT) and pod to pod, direct or through a Service,
+stay allowed.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def up() -> None:
     # a Service IP that kube-proxy has not (or no longer) rewritten then goes
     # nowhere instead of leaving the machine.
     _ip("route", "replace", layout.SERVICE_CIDR, "dev", layout.BRIDGE)
+    for cidr in layout.GUARD_ROUTES:
+        _ip("route", "replace", "prohibit", cidr, "metric", str(layout.GUARD_METRIC))
     chain = layout.ISOLATE_CHAIN
     if _iptables("-n", "-L", chain, check=False).returncode != 0:
         _iptables("-N", chain)
@@ -71,6 +75,18 @@ def down() -> None:
         _ip("link", "delete", name, check=False)
     if bridge_exists():
         _ip("link", "delete", layout.BRIDGE, check=False)
+
+
+def remove_guard_routes() -> None:
+    """The last step of ``down``: the node's ranges belong to the host's routing again."""
+    for cidr in layout.GUARD_ROUTES:
+        _ip("route", "del", "prohibit", cidr, "metric", str(layout.GUARD_METRIC), check=False)
+
+
+def carries_node_address() -> bool:
+    """Whether the bridge holds the node address, so that traffic to it stays here."""
+    shown = _ip("-o", "addr", "show", "dev", layout.BRIDGE, check=False)
+    return shown.returncode == 0 and f" {layout.NODE_IP}/" in shown.stdout
 
 
 def write_cni_config(directory: Path) -> Path:
