@@ -78,6 +78,21 @@ class SnapshotWatch:
         times = [since, *(seen.at for seen in self.seen if since <= seen.at <= end), end]
         return max(b - a for a, b in itertools.pairwise(times))
 
+    def gaps_over(self, seconds: float, since: float) -> list[str]:
+        """Each stretch longer than ``seconds`` without a fresh snapshot, as
+        "from-to s (leader before -> after)" relative to ``since``, for a failure report."""
+        times = [seen for seen in self.seen if seen.at >= since]
+        found = []
+        for a, b in itertools.pairwise(times):
+            if b.at - a.at > seconds:
+                found.append(
+                    f"{a.at - since:.1f}-{b.at - since:.1f} s ({a.leader} e{a.epoch}"
+                    f" -> {b.leader} e{b.epoch})"
+                )
+        if times and time.monotonic() - times[-1].at > seconds:
+            found.append(f"{times[-1].at - since:.1f} s-now (last from {times[-1].leader})")
+        return found
+
     async def wait_for(self, what: str, predicate: Any, timeout_s: float) -> Seen:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -389,6 +389,8 @@ async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefu
         print(f"\nrolling update: longest gaps {[round(g, 2) for g in gaps]} s")
         print(f"reconnects {[w.reconnects for w in watches]}")
         print(f"epoch changes seen after {[round(h, 2) for h in handovers]} s")
+        for watch in watches:
+            print(f"gaps over 2 s: {watch.gaps_over(2.0, started)}")
         assert watches[0].seen[-1].epoch > epoch  # the leader did change
         assert max(gaps) <= ROLLING_GAP_BOUND_S, gaps
         assert handovers, "no client saw the leader change"
