@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
+.PHONY: setup demo test check lint typecheck contracts jscheck hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
 
 $(STAMP): pyproject.toml hatch_build.py aggregator/core/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,17 @@ typecheck: $(STAMP)
 contracts: $(STAMP)
 	$(BIN)/lint-imports
 
-check: lint typecheck contracts
+# The dashboard's JavaScript, type-checked by TypeScript (tsconfig.json: checkJs,
+# strict, no output); scripts/install-node puts it in node_modules/.
+NODE_STAMP := node_modules/.installed
+
+$(NODE_STAMP): package.json package-lock.json scripts/install-node
+	sh scripts/install-node
+
+jscheck: $(NODE_STAMP)
+	node_modules/.bin/tsc -p tsconfig.json
+
+check: lint typecheck contracts jscheck
 
 # Once per clone: the checks of `make check` run before each commit, by the tools
 # in $(VENV) (.pre-commit-config.yaml).
@@ -108,4 +118,4 @@ bench: $(BENCH_STAMP) $(PEER_STAMP) infra-install infra-up
 	BENCH_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/python -m bench.suite
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(PEER_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -1,3 +1,4 @@
+// @ts-check
 // The per-bucket event counts over the window, as a hand-written SVG area chart.
 //
 // The SVG and all its elements are created once; every tick only rewrites
@@ -10,6 +11,24 @@ const SVG = "http://www.w3.org/2000/svg";
 const MARGIN = { top: 12, right: 14, bottom: 24, left: 52 };
 const X_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
 
+/**
+ * @typedef {{start: number, count: number}} Point
+ * @typedef {{series: Point[], start: number, end: number, bucketSeconds: number}} ChartData
+ * @typedef {{left: number, top: number, width: number, height: number}} Plot
+ * @typedef {{x: (t: number) => number, y: (v: number) => number, start: number, span: number,
+ *            bucketSeconds: number}} Scale
+ * @typedef {{group: SVGGElement, line: SVGElement, label: SVGElement}} GridLine
+ * @typedef {{group: SVGGElement, tick: SVGElement, label: SVGElement}} XLabel
+ * @typedef {Record<string, string | number>} Attributes
+ */
+
+/**
+ * @template {keyof SVGElementTagNameMap} K
+ * @param {K} name
+ * @param {Attributes} [attributes]
+ * @param {Element | null} [parent]
+ * @returns {SVGElementTagNameMap[K]}
+ */
 function svg(name, attributes = {}, parent = null) {
   const node = document.createElementNS(SVG, name);
   for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, String(value));
@@ -17,6 +36,10 @@ function svg(name, attributes = {}, parent = null) {
   return node;
 }
 
+/**
+ * @param {Element} node
+ * @param {Attributes} attributes
+ */
 function setAll(node, attributes) {
   for (const [key, value] of Object.entries(attributes)) {
     const text = String(value);
@@ -24,11 +47,30 @@ function setAll(node, attributes) {
   }
 }
 
+/**
+ * @param {Node} node
+ * @param {string} text
+ */
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
-/** A "nice" step (1, 2 or 5 times a power of ten) close to ``raw``, at least ``least``. */
+/**
+ * The buckets that are complete: all but the newest, which is still filling
+ * (events arrive a little after their time, and pods flush every half second).
+ * @template {{start: number, count: number}} P
+ * @param {P[]} series
+ * @returns {P[]}
+ */
+export function settledPoints(series) {
+  return series.length > 1 ? series.slice(0, -1) : series;
+}
+
+/**
+ * A "nice" step (1, 2 or 5 times a power of ten) close to ``raw``, at least ``least``.
+ * @param {number} raw
+ * @param {number} [least]
+ */
 export function niceStep(raw, least = 1) {
   if (!(raw > 0)) return least;
   const power = 10 ** Math.floor(Math.log10(raw));
@@ -38,10 +80,17 @@ export function niceStep(raw, least = 1) {
 }
 
 export class SeriesChart {
+  /** @param {HTMLElement} container the chart fills it, and follows its size */
   constructor(container) {
     this.container = container;
+    /** @type {ChartData | null} */
     this.data = null;
+    /** @type {number | null} the pointer's x in the chart, while it is over it */
     this.hoverX = null;
+    /** @type {Plot | null} the plotting area of the last render */
+    this.plot = null;
+    /** @type {Scale | null} */
+    this.scale = null;
 
     this.root = svg("svg", { class: "series", role: "img", "aria-label": "Events per bucket" });
     this.gridGroup = svg("g", { class: "grid" }, this.root);
@@ -55,7 +104,9 @@ export class SeriesChart {
     this.cursorDot = svg("circle", { r: 3.5 }, this.cursor);
     this.empty = svg("text", { class: "empty", "text-anchor": "middle" }, this.root);
     this.empty.textContent = "waiting for the first snapshot…";
+    /** @type {GridLine[]} */
     this.gridLines = [];
+    /** @type {XLabel[]} */
     this.xLabels = [];
 
     this.tooltip = document.createElement("div");
@@ -74,10 +125,7 @@ export class SeriesChart {
     new ResizeObserver(() => this.render()).observe(container);
   }
 
-  /**
-   * @param {{series: {start: number, count: number}[], start: number, end: number,
-   *          bucketSeconds: number}} data
-   */
+  /** @param {ChartData} data */
   update(data) {
     this.data = data;
     this.render();
@@ -110,7 +158,9 @@ export class SeriesChart {
     const yTicks = Math.max(2, Math.min(5, Math.floor(plot.height / 36)));
     const yStep = niceStep(peak / yTicks, 1);
     const yMax = Math.max(yStep, Math.ceil((peak * 1.05) / yStep) * yStep);
+    /** @param {number} t */
     const x = (t) => plot.left + ((t - start) / span) * plot.width;
+    /** @param {number} v */
     const y = (v) => plot.top + plot.height - (v / yMax) * plot.height;
     this.scale = { x, y, start, span, bucketSeconds };
 
@@ -120,7 +170,9 @@ export class SeriesChart {
     // The newest bucket is still filling (events arrive a little after their
     // time, and pods flush every half second): draw it dashed, not as a dip.
     const settled = series.length > 1 ? series.length - 1 : series.length;
+    /** @param {Point} point */
     const px = (point) => x(point.start + bucketSeconds / 2).toFixed(1);
+    /** @param {Point} point */
     const py = (point) => y(point.count).toFixed(1);
     let line = "";
     for (let i = 0; i < settled; i++) line += `${i === 0 ? "M" : "L"}${px(series[i])},${py(series[i])}`;
@@ -147,7 +199,14 @@ export class SeriesChart {
     this._drawCursor();
   }
 
+  /**
+   * @param {Plot} plot
+   * @param {number} step
+   * @param {number} max
+   * @param {(v: number) => number} y
+   */
   _drawGrid(plot, step, max, y) {
+    /** @type {number[]} */
     const values = [];
     for (let v = 0; v <= max + step / 2; v += step) values.push(v);
     while (this.gridLines.length < values.length) {
@@ -167,9 +226,16 @@ export class SeriesChart {
     });
   }
 
+  /**
+   * @param {Plot} plot
+   * @param {number} start
+   * @param {number} end
+   * @param {(t: number) => number} x
+   */
   _drawXAxis(plot, start, end, x) {
     const most = Math.max(2, Math.floor(plot.width / 84));
     const step = X_STEPS.find((s) => (end - start) / s <= most) ?? X_STEPS[X_STEPS.length - 1];
+    /** @type {number[]} */
     const ticks = [];
     for (let t = Math.ceil(start / step) * step; t <= end; t += step) ticks.push(t);
     while (this.xLabels.length < ticks.length) {
@@ -193,12 +259,13 @@ export class SeriesChart {
   _drawCursor() {
     const data = this.data;
     const scale = this.scale;
-    if (this.hoverX === null || !data || !scale || data.series.length === 0) {
+    const plot = this.plot;
+    if (this.hoverX === null || !data || !scale || !plot || data.series.length === 0) {
       setAll(this.cursor, { visibility: "hidden" });
       this.tooltip.hidden = true;
       return;
     }
-    const t = scale.start + ((this.hoverX - this.plot.left) / this.plot.width) * scale.span;
+    const t = scale.start + ((this.hoverX - plot.left) / plot.width) * scale.span;
     const index = Math.min(
       data.series.length - 1,
       Math.max(0, Math.floor((t - data.series[0].start) / scale.bucketSeconds)),
@@ -207,7 +274,7 @@ export class SeriesChart {
     const px = scale.x(point.start + scale.bucketSeconds / 2);
     const py = scale.y(point.count);
     setAll(this.cursor, { visibility: "visible" });
-    setAll(this.cursorLine, { x1: px, x2: px, y1: this.plot.top, y2: this.plot.top + this.plot.height });
+    setAll(this.cursorLine, { x1: px, x2: px, y1: plot.top, y2: plot.top + plot.height });
     setAll(this.cursorDot, { cx: px, cy: py });
     const until = point.start + scale.bucketSeconds;
     const filling = index === data.series.length - 1 && data.series.length > 1 ? " (still filling)" : "";
@@ -219,6 +286,6 @@ export class SeriesChart {
     const box = this.container.clientWidth;
     const tipWidth = this.tooltip.offsetWidth;
     const left = px + 12 + tipWidth > box ? px - 12 - tipWidth : px + 12;
-    this.tooltip.style.transform = `translate(${Math.round(left)}px, ${Math.round(this.plot.top)}px)`;
+    this.tooltip.style.transform = `translate(${Math.round(left)}px, ${Math.round(plot.top)}px)`;
   }
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The websocket to /ws/stats, kept open: reconnect with exponential backoff and
 // jitter, quickly after a "service restart" close (1012, a pod shutting down:
 // behind a Service the next attempt reaches another pod), and give up on a
@@ -8,12 +9,20 @@ export const GOING_AWAY = 1001;
 export const TRY_AGAIN_LATER = 1013;
 const SILENT_SOCKET = 4000;
 
+/**
+ * @typedef {import("./types.js").Note} Note
+ * @typedef {"idle" | "connecting" | "open" | "waiting"} ConnectionState
+ * @typedef {{code: number, reason: string, at: number}} Close
+ */
+
 export class StatsConnection {
   /**
    * @param {string} url websocket URL
    * @param {{onMessage: (data: string, connection: number) => void,
    *          onChange: (connection: StatsConnection) => void,
-   *          onEvent?: (text: string, level?: string) => void}} handlers
+   *          onEvent?: Note}} handlers
+   * @param {{baseDelayMs?: number, maxDelayMs?: number, restartDelayMs?: number,
+   *          silentAfterMs?: number}} [options]
    */
   constructor(
     url,
@@ -26,17 +35,24 @@ export class StatsConnection {
     this.maxDelayMs = maxDelayMs;
     this.restartDelayMs = restartDelayMs;
     this.silentAfterMs = silentAfterMs;
+    /** @type {WebSocket | null} */
     this.socket = null;
     this.id = 0;
-    this.state = "idle"; // idle | connecting | open | waiting
+    /** @type {ConnectionState} */
+    this.state = "idle";
     this.failures = 0;
+    /** @type {number | null} when the next attempt starts (performance.now()) */
     this.retryAt = null;
+    /** @type {Close | null} why the current outage began */
     this.lastClose = null;
     this.lastAttemptOpened = false;
+    /** @type {number | null} */
     this.lastMessageAt = null;
     this.everOpened = false;
-    this._timer = null;
-    this._watchdog = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._timer = undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._watchdog = undefined;
   }
 
   start() {
@@ -47,7 +63,10 @@ export class StatsConnection {
     this._open();
   }
 
-  /** Skip the rest of the backoff (e.g. the network came back). */
+  /**
+   * Skip the rest of the backoff (e.g. the network came back).
+   * @param {string} why
+   */
   retryNow(why) {
     if (this.state !== "waiting") return;
     this.handlers.onEvent?.(`retrying now: ${why}`);
@@ -110,6 +129,7 @@ export class StatsConnection {
     };
   }
 
+  /** @param {number | null} code the close code, null if the socket never opened */
   _scheduleRetry(code) {
     let delay;
     if ((code === SERVICE_RESTART || code === GOING_AWAY) && this.failures === 0) {
@@ -141,6 +161,7 @@ export class StatsConnection {
   }
 }
 
+/** @param {{code: number, reason: string}} event a CloseEvent */
 export function describeClose(event) {
   const why = event.reason ? `: ${event.reason}` : "";
   switch (event.code) {

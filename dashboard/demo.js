@@ -1,3 +1,4 @@
+// @ts-check
 // Demo controls: kill, stop or restart a simulated pod.  The panel appears only
 // when GET api/demo/pods answers 200 (``aggregator demo``); a production server
 // has no such route, and the page then never asks again.
@@ -12,20 +13,39 @@ const ACTIONS = [
 const REFRESH_MS = 2000;
 const ACTION_PATIENCE_MS = 10_000;
 
+/**
+ * @typedef {import("./types.js").Note} Note
+ * @typedef {{name: string, alive: boolean, leader: boolean, identity?: string | null}} DemoPod
+ * @typedef {{root: HTMLLIElement, state: HTMLSpanElement,
+ *            buttons: Record<string, HTMLButtonElement>}} PodRow
+ */
+
 export class DemoControls {
+  /**
+   * @param {HTMLElement} panel shown only when the server has the demo routes
+   * @param {HTMLElement} list one row per pod
+   * @param {HTMLElement} message the answer to the last action
+   * @param {{onEvent: Note}} handlers
+   */
   constructor(panel, list, message, { onEvent }) {
     this.panel = panel;
     this.list = list;
     this.message = message;
     this.onEvent = onEvent;
+    /** @type {Map<string, PodRow>} by pod name */
     this.rows = new Map();
-    this.available = null; // null: not asked yet; false: no demo routes
+    /** @type {boolean | null} null: not asked yet; false: no demo routes */
+    this.available = null;
     this.active = false;
     this.busy = false;
-    this._timer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._timer = undefined;
   }
 
-  /** Poll while the websocket is open; stop polling while the server is away. */
+  /**
+   * Poll while the websocket is open; stop polling while the server is away.
+   * @param {boolean} active
+   */
   setActive(active) {
     if (active === this.active) return;
     this.active = active;
@@ -54,6 +74,7 @@ export class DemoControls {
     if (this.active) this._timer = setTimeout(() => this.refresh(), REFRESH_MS);
   }
 
+  /** @param {DemoPod[]} pods */
   _render(pods) {
     pods.forEach((pod, index) => {
       let row = this.rows.get(pod.name);
@@ -76,8 +97,13 @@ export class DemoControls {
     });
   }
 
+  /**
+   * @param {string} name
+   * @returns {PodRow}
+   */
   _row(name) {
     const state = h("span", { class: "pod-state" });
+    /** @type {Record<string, HTMLButtonElement>} */
     const buttons = {};
     const actions = h("span", { class: "pod-actions" });
     for (const action of ACTIONS) {
@@ -94,6 +120,10 @@ export class DemoControls {
     return { root, state, buttons };
   }
 
+  /**
+   * @param {string} name
+   * @param {string} action kill, stop or restart
+   */
   async _act(name, action) {
     this.busy = true;
     for (const row of this.rows.values()) {

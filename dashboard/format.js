@@ -1,3 +1,4 @@
+// @ts-check
 // Number, duration and time formatting for the dashboard.  Every function takes
 // plain numbers and returns display text; missing values become an em dash.
 
@@ -24,16 +25,28 @@ const shortClockFormat = new Intl.DateTimeFormat(undefined, {
   hourCycle: "h23",
 });
 
+/**
+ * @param {unknown} value
+ * @returns {value is number}
+ */
 function usable(value) {
   return typeof value === "number" && Number.isFinite(value);
 }
 
-/** A count with thousands separators: 1,234,567. */
+/**
+ * A count with thousands separators: 1,234,567.
+ * @param {unknown} value
+ * @returns {string}
+ */
 export function count(value) {
   return usable(value) ? integer.format(value) : MISSING;
 }
 
-/** A rate per second: one decimal below 10,000/s, whole numbers above. */
+/**
+ * A rate per second: one decimal below 10,000/s, whole numbers above.
+ * @param {unknown} value
+ * @returns {string}
+ */
 export function rate(value) {
   if (!usable(value)) return MISSING;
   return Math.abs(value) < 10_000 ? oneDecimal.format(value) : integer.format(value);
@@ -42,6 +55,8 @@ export function rate(value) {
 /**
  * A duration in milliseconds, about three significant digits (the quantile
  * sketch is accurate to 1 %): 0.42, 12.4, 148, 1,211.
+ * @param {unknown} value
+ * @returns {string}
  */
 export function millis(value) {
   if (!usable(value)) return MISSING;
@@ -51,14 +66,22 @@ export function millis(value) {
   return twoDecimals.format(value);
 }
 
-/** A share in [0, 1] as a percentage: 12.3%, 0.4%, <0.1%. */
+/**
+ * A share in [0, 1] as a percentage: 12.3%, 0.4%, <0.1%.
+ * @param {unknown} share
+ * @returns {string}
+ */
 export function percent(share) {
   if (!usable(share)) return MISSING;
   if (share > 0 && share < 0.001) return "<0.1%";
   return `${oneDecimal.format(share * 100)}%`;
 }
 
-/** A length of time for people: 0.4 s, 12 s, 3 m 05 s, 2 h 04 m, 3 d 4 h. */
+/**
+ * A length of time for people: 0.4 s, 12 s, 3 m 05 s, 2 h 04 m, 3 d 4 h.
+ * @param {unknown} seconds
+ * @returns {string}
+ */
 export function duration(seconds) {
   if (!usable(seconds)) return MISSING;
   const s = Math.max(0, seconds);
@@ -71,23 +94,39 @@ export function duration(seconds) {
   return `${Math.floor(hours / 24)} d ${hours % 24} h`;
 }
 
-/** Whole seconds, for countdowns: "3 s". */
+/**
+ * Whole seconds, for countdowns: "3 s".
+ * @param {unknown} value
+ * @returns {string}
+ */
 export function seconds(value) {
   if (!usable(value)) return MISSING;
   return `${Math.max(0, Math.ceil(value))} s`;
 }
 
-/** Wall-clock time of an epoch-seconds timestamp, in the viewer's zone: 14:03:09. */
+/**
+ * Wall-clock time of an epoch-seconds timestamp, in the viewer's zone: 14:03:09.
+ * @param {unknown} epochSeconds
+ * @returns {string}
+ */
 export function clock(epochSeconds) {
   return usable(epochSeconds) ? clockFormat.format(new Date(epochSeconds * 1000)) : MISSING;
 }
 
-/** Hours and minutes only: 14:03. */
+/**
+ * Hours and minutes only: 14:03.
+ * @param {unknown} epochSeconds
+ * @returns {string}
+ */
 export function shortClock(epochSeconds) {
   return usable(epochSeconds) ? shortClockFormat.format(new Date(epochSeconds * 1000)) : MISSING;
 }
 
-/** A window length for titles: "5 min", "90 s", "2 h". */
+/**
+ * A window length for titles: "5 min", "90 s", "2 h".
+ * @param {unknown} totalSeconds
+ * @returns {string}
+ */
 export function span(totalSeconds) {
   if (!usable(totalSeconds)) return MISSING;
   if (totalSeconds % 3600 === 0) return `${totalSeconds / 3600} h`;
@@ -95,6 +134,7 @@ export function span(totalSeconds) {
   return `${totalSeconds} s`;
 }
 
+/** @param {number} n */
 function pad(n) {
   return n < 10 ? `0${n}` : String(n);
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The members table: one row per pod in the leader's snapshot, sorted by pod
 // name so rows stay put; the leader (by the snapshot's ``leader`` identity) is
 // marked.  Heartbeat ages are measured on the server's clock (generated_at minus
@@ -11,14 +12,26 @@ import * as fmt from "./format.js";
 // so ages up to ~4 s are normal; a member expires after 3 beats.
 const LATE_HEARTBEAT_S = 6;
 
+/**
+ * @typedef {import("./types.js").Snapshot} Snapshot
+ * @typedef {import("./types.js").Member} Member
+ */
+
 export class MembersTable {
+  /** @param {HTMLElement} body the table's <tbody> */
   constructor(body) {
     this.body = body;
+    /** @type {Map<string, MemberRow>} by identity */
     this.rows = new Map();
+    /** @type {Snapshot | null} */
     this.snapshot = null;
     this.receivedAt = 0;
   }
 
+  /**
+   * @param {Snapshot} snapshot
+   * @param {number} receivedAt performance.now() at its arrival
+   */
   update(snapshot, receivedAt) {
     this.snapshot = snapshot;
     this.receivedAt = receivedAt;
@@ -53,7 +66,10 @@ export class MembersTable {
     this.tick(receivedAt);
   }
 
-  /** Refresh the ages; ``now`` is performance.now(). */
+  /**
+   * Refresh the ages; ``now`` is performance.now().
+   * @param {number} now
+   */
   tick(now) {
     const snapshot = this.snapshot;
     if (!snapshot) return;
@@ -61,7 +77,10 @@ export class MembersTable {
     for (const row of this.rows.values()) row.age(snapshot.generated_at, since);
   }
 
-  /** The pod name for an identity (pod name + "_" + suffix). */
+  /**
+   * The pod name for an identity (pod name + "_" + suffix).
+   * @param {unknown} identity
+   */
   podOf(identity) {
     const members = (this.snapshot && this.snapshot.members) || [];
     const member = members.find((m) => m.identity === identity);
@@ -70,6 +89,10 @@ export class MembersTable {
   }
 }
 
+/**
+ * The pod name in an identity: what precedes its last "_".
+ * @param {unknown} identity
+ */
 export function podName(identity) {
   if (typeof identity !== "string" || identity === "") return fmt.MISSING;
   const cut = identity.lastIndexOf("_");
@@ -96,9 +119,14 @@ class MemberRow {
       this.heartbeat,
       this.ready,
     );
+    /** @type {number | null} */
     this.heartbeatAt = null;
   }
 
+  /**
+   * @param {Member} member
+   * @param {boolean} leads
+   */
   update(member, leads) {
     setText(this.name, member.pod ?? fmt.MISSING);
     setAttr(this.root, "title", member.identity ?? null);
@@ -119,6 +147,10 @@ class MemberRow {
     this.heartbeatAt = typeof member.heartbeat_at === "number" ? member.heartbeat_at : null;
   }
 
+  /**
+   * @param {number} generatedAt the snapshot's time (the server's clock)
+   * @param {number} since seconds since the snapshot arrived
+   */
   age(generatedAt, since) {
     if (this.heartbeatAt === null) {
       setText(this.heartbeat, fmt.MISSING);

@@ -1,3 +1,4 @@
+// @ts-check
 // Which snapshots the page believes, and how often they are expected.
 //
 // Every snapshot carries the fencing epoch of the leader that published it.  A
@@ -13,11 +14,23 @@
 // has arrived for RESET_AFTER_TICKS ticks.  On the connection that delivered
 // the highest epoch, a lower epoch is always dropped.
 
+/** @typedef {import("./types.js").Snapshot} Snapshot */
+
+/**
+ * What ``SnapshotGate.offer`` decided.
+ * @typedef {{accept: true, reason: "first" | "newer-epoch" | "next" | "epoch-reset"}
+ *   | {accept: false, reason: string, kind: "duplicate" | "epoch" | "invalid"}} Decision
+ */
+
 export const SCHEMA = 1;
 export const STALE_AFTER_TICKS = 3;
 export const RESET_AFTER_TICKS = 5;
 
-/** A one-line reason why ``value`` is not a schema-1 snapshot, or null. */
+/**
+ * A one-line reason why ``value`` is not a schema-1 snapshot, or null.
+ * @param {any} value parsed JSON
+ * @returns {string | null}
+ */
 export function invalidReason(value) {
   if (value === null || typeof value !== "object" || Array.isArray(value)) return "not an object";
   if (value.schema !== SCHEMA) return `schema ${JSON.stringify(value.schema)}, expected ${SCHEMA}`;
@@ -32,9 +45,13 @@ export function invalidReason(value) {
 export class SnapshotGate {
   constructor({ resetAfterTicks = RESET_AFTER_TICKS } = {}) {
     this.resetAfterTicks = resetAfterTicks;
+    /** @type {number | null} */
     this.epoch = null;
+    /** @type {number | null} */
     this.generatedAt = null;
+    /** @type {unknown} */
     this.connection = null;
+    /** @type {number | null} */
     this.behindSince = null;
     this.dropped = 0;
   }
@@ -45,6 +62,11 @@ export class SnapshotGate {
    * expected tick in seconds.  Returns {accept, reason}; reason is "first",
    * "newer-epoch", "next", "epoch-reset", or why it was dropped, and then
    * kind is "duplicate" (a resend after reconnecting), "epoch" or "invalid".
+   * @param {Snapshot} snapshot
+   * @param {unknown} connection
+   * @param {number} nowMs
+   * @param {number} tickSeconds
+   * @returns {Decision}
    */
   offer(snapshot, connection, nowMs, tickSeconds) {
     const problem = invalidReason(snapshot);
@@ -54,7 +76,8 @@ export class SnapshotGate {
     if (this.epoch === null) return this.#accept(snapshot, connection, "first");
     if (epoch > this.epoch) return this.#accept(snapshot, connection, "newer-epoch");
     if (epoch === this.epoch) {
-      if (generatedAt > this.generatedAt) return this.#accept(snapshot, connection, "next");
+      // set with the epoch, so never null here
+      if (generatedAt > (this.generatedAt ?? -Infinity)) return this.#accept(snapshot, connection, "next");
       return this.#drop("not newer than the snapshot shown", "duplicate");
     }
     const lower = `epoch ${epoch} is lower than ${this.epoch}`;
@@ -70,6 +93,12 @@ export class SnapshotGate {
     );
   }
 
+  /**
+   * @param {Snapshot} snapshot
+   * @param {unknown} connection
+   * @param {"first" | "newer-epoch" | "next" | "epoch-reset"} reason
+   * @returns {Decision}
+   */
   #accept(snapshot, connection, reason) {
     this.epoch = snapshot.epoch;
     this.generatedAt = snapshot.generated_at;
@@ -78,6 +107,11 @@ export class SnapshotGate {
     return { accept: true, reason };
   }
 
+  /**
+   * @param {string} reason
+   * @param {"duplicate" | "epoch" | "invalid"} kind
+   * @returns {Decision}
+   */
   #drop(reason, kind) {
     this.dropped += 1;
     return { accept: false, reason, kind };
@@ -93,11 +127,15 @@ export class TickEstimator {
   constructor({ keep = 15, fallbackSeconds = 1 } = {}) {
     this.keep = keep;
     this.fallback = fallbackSeconds;
+    /** @type {number[]} */
     this.gaps = [];
+    /** @type {{epoch: number, at: number} | null} */
     this.last = null;
+    /** @type {number | null} */
     this.bucketSeconds = null;
   }
 
+  /** @param {Snapshot} snapshot */
   observe(snapshot) {
     const bucket = snapshot.window && snapshot.window.bucket_seconds;
     if (typeof bucket === "number" && bucket > 0) this.bucketSeconds = bucket;
@@ -119,6 +157,11 @@ export class TickEstimator {
   }
 }
 
+/**
+ * @param {number} value
+ * @param {number} low
+ * @param {number} high
+ */
 function clamp(value, low, high) {
   return Math.min(high, Math.max(low, value));
 }

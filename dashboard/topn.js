@@ -1,3 +1,4 @@
+// @ts-check
 // Top keys per dimension: one panel per key of ``snapshot.by``, in the order the
 // server sends them.  Rows are reused by position, so a new ranking rewrites
 // text and bar widths in place.
@@ -5,13 +6,20 @@
 import { h, setAttr, setText } from "./dom.js";
 import * as fmt from "./format.js";
 
+/** @typedef {import("./types.js").KeyRow} KeyRow */
+
 export class TopPanels {
+  /** @param {HTMLElement} container */
   constructor(container) {
     this.container = container;
+    /** @type {Map<string, TopPanel>} by dimension */
     this.panels = new Map();
   }
 
-  /** @param {Record<string, {key: string, count: number, distinct?: number, p99?: number|null}[]>} by */
+  /**
+   * @param {Record<string, KeyRow[]>} by the top keys of each dimension
+   * @param {number} total the events in the window
+   */
   update(by, total) {
     const names = Object.keys(by ?? {});
     for (const [name, panel] of this.panels) {
@@ -35,8 +43,10 @@ export class TopPanels {
 }
 
 class TopPanel {
+  /** @param {string} name the dimension */
   constructor(name) {
     this.name = name;
+    /** @type {TopRow[]} */
     this.rows = [];
     this.title = h("h2", {}, `Top ${label(name)}`);
     this.meta = h("p", { class: "panel-meta" });
@@ -56,6 +66,10 @@ class TopPanel {
     );
   }
 
+  /**
+   * @param {KeyRow[]} rows
+   * @param {number} total
+   */
   update(rows, total) {
     const largest = rows.reduce((most, row) => Math.max(most, row.count), 0);
     while (this.rows.length < rows.length) this.rows.push(new TopRow(this.list));
@@ -79,6 +93,7 @@ class TopPanel {
 }
 
 class TopRow {
+  /** @param {HTMLElement} list */
   constructor(list) {
     this.bar = h("span", { class: "bar" });
     this.key = h("span", { class: "key" });
@@ -89,6 +104,11 @@ class TopRow {
     list.append(this.root);
   }
 
+  /**
+   * @param {KeyRow} row
+   * @param {number} total
+   * @param {number} largest the count of the first row, whose bar is full
+   */
   update(row, total, largest) {
     this.root.hidden = false;
     const share = total > 0 ? row.count / total : 0;
@@ -112,6 +132,7 @@ class TopRow {
   }
 }
 
+/** @param {string} name */
 function label(name) {
   return name.replaceAll("_", " ");
 }
