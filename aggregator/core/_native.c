@@ -10,6 +10,11 @@
  * is (returning its index), and add_combos returns False, having changed
  * nothing, when a value or device is not of the expected type.
  *
+ * The API, typed for Python callers, is the Native protocol in native.py: each
+ * function takes one small context object (FoldContext, RollUpContext: what
+ * stays the same from call to call) and the state it works on, and reads their
+ * fields by name.  hatch_build.py builds the module with setuptools' build_ext.
+ *
  * No I/O here: the module only computes on the objects it is given.
  */
 #define PY_SSIZE_T_CLEAN
@@ -22,6 +27,12 @@
 static PyObject *s_offset, *s_value, *s_timestamp, *s_ts, *s_device;
 static PyObject *s_count, *s_vcount, *s_vsum, *s_vmin, *s_vmax, *s_hist, *s_regs;
 static PyObject *s_total, *s_by;
+/* FoldContext, FoldState and RollUpContext (native.py) */
+static PyObject *s_read, *s_fields, *s_unknown, *s_epoch_seconds, *s_oldest, *s_newest;
+static PyObject *s_bucket_seconds, *s_max_bytes, *s_limit;
+static PyObject *s_partials, *s_buffer, *s_offsets, *s_buffered;
+static PyObject *s_agg_type, *s_register_and_rank, *s_zero_bin, *s_min_indexable;
+static PyObject *s_inv_log_gamma;
 
 /* Python's float floor division (floatobject.c), so a bucket is int(ts // bs) * bs. */
 static double
@@ -80,6 +91,45 @@ get_long_long(PyObject *obj, PyObject *name, long long *out)
         return -1;
     }
     return 0;
+}
+
+/* obj.name, a new reference, checked to be of type (subtypes allowed) when type
+ * is not NULL; NULL with an exception set otherwise. */
+static PyObject *
+get_attr(PyObject *obj, PyObject *name, PyTypeObject *type)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value != NULL && type != NULL && !PyObject_TypeCheck(value, type)) {
+        PyErr_Format(PyExc_TypeError, "%U must be a %s, not %s", name, type->tp_name,
+                     Py_TYPE(value)->tp_name);
+        Py_CLEAR(value);
+    }
+    return value;
+}
+
+/* obj.name as a double or a long long (any number that converts): 0, or -1 on error. */
+static int
+get_double(PyObject *obj, PyObject *name, double *out)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    *out = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int
+get_number(PyObject *obj, PyObject *name, long long *out)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
+    }
+    *out = PyLong_AsLongLong(value);
+    Py_DECREF(value);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* -- reading attributes ----------------------------------------------------- */
@@ -148,8 +198,10 @@ typedef struct {
     PyObject *combos;     /* the buffer's dict for the bucket (borrowed), or NULL */
 } CachedBucket;
 
+/* One fold_run call: the FoldContext's and the FoldState's fields (owned
+ * references, released by release_fold_args), the run, and the cache. */
 typedef struct {
-    PyObject *run;      /* list of records of one partition */
+    PyObject *run;      /* list of records of one partition (borrowed from args) */
     PyObject *read;     /* bytes -> decoded message (raises on a bad one) */
     PyObject *fields;   /* tuple: the message's dimension attributes */
     PyObject *unknown;  /* the key of an absent dimension */
@@ -227,7 +279,7 @@ fold_one(FoldArgs *a, PyObject *record)
     if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) > a->max_bytes) {
         goto python;
     }
-    double arrived;
+    double arrived = 0.0;
     int got = read_float(record, &a->r_timestamp, s_timestamp, &arrived);
     if (got <= 0) {
         goto judged_elsewhere;
@@ -365,40 +417,74 @@ done:
     return result;
 }
 
+/* Read fold_run's FoldContext and FoldState into a (zeroed) FoldArgs. */
+static int
+read_fold_args(FoldArgs *a, PyObject *context, PyObject *state)
+{
+    if ((a->read = get_attr(context, s_read, NULL)) == NULL ||
+        (a->fields = get_attr(context, s_fields, &PyTuple_Type)) == NULL ||
+        (a->unknown = get_attr(context, s_unknown, &PyUnicode_Type)) == NULL ||
+        (a->seconds = get_attr(context, s_epoch_seconds, NULL)) == NULL ||
+        get_double(context, s_oldest, &a->oldest) < 0 ||
+        get_double(context, s_newest, &a->newest) < 0 ||
+        get_number(context, s_bucket_seconds, &a->bs) < 0 ||
+        get_number(context, s_max_bytes, &a->max_bytes) < 0 ||
+        get_number(context, s_limit, &a->limit) < 0 ||
+        (a->partials = get_attr(state, s_partials, &PyDict_Type)) == NULL ||
+        (a->buffer = get_attr(state, s_buffer, &PyDict_Type)) == NULL ||
+        (a->offsets = get_attr(state, s_offsets, &PyDict_Type)) == NULL ||
+        get_number(state, s_buffered, &a->buffered) < 0) {
+        return -1;
+    }
+    if (a->bs <= 0) {
+        PyErr_SetString(PyExc_ValueError, "bucket seconds must be positive");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(a->fields) > MAX_DIMS) {
+        PyErr_Format(PyExc_ValueError, "at most %d dimensions", MAX_DIMS);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+release_fold_args(FoldArgs *a)
+{
+    for (int i = 0; i < BUCKETS_CACHED; i++) {
+        Py_CLEAR(a->cache[i].obj);
+    }
+    Py_CLEAR(a->read);
+    Py_CLEAR(a->fields);
+    Py_CLEAR(a->unknown);
+    Py_CLEAR(a->seconds);
+    Py_CLEAR(a->partials);
+    Py_CLEAR(a->buffer);
+    Py_CLEAR(a->offsets);
+}
+
 static PyObject *
 fold_run(PyObject *module, PyObject *args)
 {
     FoldArgs a;
     memset(&a, 0, sizeof(a));
+    PyObject *context, *state, *result = NULL;
     Py_ssize_t start;
-    if (!PyArg_ParseTuple(args, "O!nOO!O!OddLLO!O!O!LL", &PyList_Type, &a.run, &start, &a.read,
-                          &PyTuple_Type, &a.fields, &PyUnicode_Type, &a.unknown, &a.seconds,
-                          &a.oldest,
-                          &a.newest, &a.bs, &a.max_bytes, &PyDict_Type, &a.partials,
-                          &PyDict_Type, &a.buffer, &PyDict_Type, &a.offsets, &a.buffered,
-                          &a.limit)) {
-        return NULL;
-    }
-    if (a.bs <= 0) {
-        PyErr_SetString(PyExc_ValueError, "bucket seconds must be positive");
-        return NULL;
-    }
-    if (PyTuple_GET_SIZE(a.fields) > MAX_DIMS) {
-        PyErr_Format(PyExc_ValueError, "at most %d dimensions", MAX_DIMS);
+    if (!PyArg_ParseTuple(args, "OOO!n", &context, &state, &PyList_Type, &a.run, &start)) {
         return NULL;
     }
     Py_INCREF(a.run);
+    if (read_fold_args(&a, context, state) < 0) {
+        goto done;
+    }
     Py_ssize_t n = PyList_GET_SIZE(a.run);
     Py_ssize_t index = start < 0 ? 0 : start;
     long long counted = 0, skipped = 0;
-    int failed = 0;
     while (index < n && a.buffered < a.limit) {
         PyObject *record = Py_NewRef(PyList_GET_ITEM(a.run, index));
         int outcome = fold_one(&a, record);
         Py_DECREF(record);
         if (outcome < 0) {
-            failed = 1;
-            break;
+            goto done;
         }
         if (outcome == 0) {
             break;
@@ -412,14 +498,20 @@ fold_run(PyObject *module, PyObject *args)
         }
         index++;
     }
-    for (int i = 0; i < BUCKETS_CACHED; i++) {
-        Py_XDECREF(a.cache[i].obj);
+    PyObject *buffered = PyLong_FromLongLong(a.buffered);
+    if (buffered == NULL) {
+        goto done;
     }
+    int failed = PyObject_SetAttr(state, s_buffered, buffered);
+    Py_DECREF(buffered);
+    if (failed < 0) {
+        goto done;
+    }
+    result = Py_BuildValue("nLL", index, counted, skipped);
+done:
+    release_fold_args(&a);
     Py_DECREF(a.run);
-    if (failed) {
-        return NULL;
-    }
-    return Py_BuildValue("nLLL", index, counted, skipped, a.buffered);
+    return result;
 }
 
 /* -- add_combos ----------------------------------------------------------- */
@@ -898,15 +990,9 @@ group_init(Group *group, PyObject *agg)
 }
 
 static PyObject *
-add_combos(PyObject *module, PyObject *args)
+roll_up(PyObject *partial, PyObject *combos, PyObject *agg_type, PyObject *rank_of,
+        long zero_bin, double min_indexable, double inv_log_gamma)
 {
-    PyObject *partial, *combos, *agg_type, *rank_of;
-    long zero_bin;
-    double min_indexable, inv_log_gamma;
-    if (!PyArg_ParseTuple(args, "OO!OOldd", &partial, &PyDict_Type, &combos, &agg_type,
-                          &rank_of, &zero_bin, &min_indexable, &inv_log_gamma)) {
-        return NULL;
-    }
     PyObject *result = NULL, *by = NULL, *total = NULL, *group_index = NULL;
     Pass p;
     memset(&p, 0, sizeof(p));
@@ -1032,6 +1118,29 @@ done:
     return result;
 }
 
+/* add_combos(context, partial, combos): the RollUpContext's fields, then roll_up. */
+static PyObject *
+add_combos(PyObject *module, PyObject *args)
+{
+    PyObject *context, *partial, *combos, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOO!", &context, &partial, &PyDict_Type, &combos)) {
+        return NULL;
+    }
+    PyObject *agg_type = get_attr(context, s_agg_type, &PyType_Type);
+    PyObject *rank_of = agg_type ? get_attr(context, s_register_and_rank, NULL) : NULL;
+    long long zero_bin;
+    double min_indexable, inv_log_gamma;
+    if (rank_of != NULL && get_number(context, s_zero_bin, &zero_bin) == 0 &&
+        get_double(context, s_min_indexable, &min_indexable) == 0 &&
+        get_double(context, s_inv_log_gamma, &inv_log_gamma) == 0) {
+        result = roll_up(partial, combos, agg_type, rank_of, (long)zero_bin, min_indexable,
+                         inv_log_gamma);
+    }
+    Py_XDECREF(agg_type);
+    Py_XDECREF(rank_of);
+    return result;
+}
+
 static PyObject *
 py_bucket_of(PyObject *module, PyObject *args)
 {
@@ -1055,13 +1164,12 @@ static PyMethodDef methods[] = {
      "bucket_of(ts, bucket_seconds) -> int | None: the bucket fold_run files ts under, "
      "None where it leaves ts to Python (beyond a long long)."},
     {"fold_run", fold_run, METH_VARARGS,
-     "fold_run(run, start, read, fields, unknown, epoch_seconds, oldest, newest, bucket_seconds, "
-     "max_bytes, partials, buffer, offsets, buffered, limit) -> (index, counted, skipped, "
-     "buffered): fold run[start:] until a record Python must judge, or the buffer is full."},
+     "fold_run(context, state, run, start) -> (index, counted, skipped): fold run[start:] "
+     "into state (a FoldState; its buffered count is updated) until a record Python must "
+     "judge, or the buffer is full."},
     {"add_combos", add_combos, METH_VARARGS,
-     "add_combos(partial, combos, Agg, register_and_rank, zero_bin, min_indexable, "
-     "inv_log_gamma) -> bool: combos.add_combos in C; False (nothing changed) for "
-     "input it leaves to Python."},
+     "add_combos(context, partial, combos) -> bool: combos.add_combos in C; False (nothing "
+     "changed) for input it leaves to Python."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1083,6 +1191,13 @@ PyInit__native(void)
         {&s_vcount, "vcount"}, {&s_vsum, "vsum"}, {&s_vmin, "vmin"},
         {&s_vmax, "vmax"}, {&s_hist, "hist"}, {&s_regs, "regs"},
         {&s_total, "total"}, {&s_by, "by"},
+        {&s_read, "read"}, {&s_fields, "fields"}, {&s_unknown, "unknown"},
+        {&s_epoch_seconds, "epoch_seconds"}, {&s_oldest, "oldest"}, {&s_newest, "newest"},
+        {&s_bucket_seconds, "bucket_seconds"}, {&s_max_bytes, "max_bytes"},
+        {&s_limit, "limit"}, {&s_partials, "partials"}, {&s_buffer, "buffer"},
+        {&s_offsets, "offsets"}, {&s_buffered, "buffered"}, {&s_agg_type, "agg_type"},
+        {&s_register_and_rank, "register_and_rank"}, {&s_zero_bin, "zero_bin"},
+        {&s_min_indexable, "min_indexable"}, {&s_inv_log_gamma, "inv_log_gamma"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);

@@ -99,14 +99,16 @@ dropped with its reason (in order)."""
 class PartitionState:
     """Partials of one source partition, and what is folded but not yet rolled up."""
 
-    __slots__ = ("_buffer", "_drops", "_offsets", "buffered", "dimensions", "dirty", "partials")
+    __slots__ = ("_drops", "buffer", "buffered", "dimensions", "dirty", "offsets", "partials")
 
     def __init__(self, dimensions: int) -> None:
         self.dimensions = dimensions
         self.partials: dict[int, Partial] = {}
         self.dirty: set[int] = set()
-        self._buffer: dict[int, dict[tuple[str, ...], Combo]] = {}
-        self._offsets: dict[int, int] = {}
+        self.buffer: dict[int, dict[tuple[str, ...], Combo]] = {}
+        """Per bucket, the events folded since the last roll-up, by key combination."""
+        self.offsets: dict[int, int] = {}
+        """Per bucket in the buffer (or with drops), the last offset folded."""
         self.buffered = 0
         """Events folded since the last roll-up (the buffer holds each one)."""
         self._drops: dict[int, dict[str, int]] = {}
@@ -123,16 +125,16 @@ class PartitionState:
         """Fold one counted event into ``bucket``: the reference fold step (see
         the module's docstring for its two fast copies)."""
         _, keys, value, device = event
-        combos = self._buffer.get(bucket)
+        combos = self.buffer.get(bucket)
         if combos is None:
-            combos = self._buffer[bucket] = {}
+            combos = self.buffer[bucket] = {}
         combo = combos.get(keys)
         if combo is None:
             combos[keys] = [value, device]
         else:
             combo.append(value)
             combo.append(device)
-        self._offsets[bucket] = offset
+        self.offsets[bucket] = offset
         self.buffered += 1
         if self.buffered >= BUFFER_LIMIT:
             self.merge_buffer()
@@ -142,7 +144,7 @@ class PartitionState:
         if drops is None:
             drops = self._drops[bucket] = {}
         drops[reason] = drops.get(reason, 0) + 1
-        self._offsets[bucket] = offset
+        self.offsets[bucket] = offset
 
     def roll_up(self) -> list[Partial]:
         """Merge the buffer into the partials; return every partial not yet stored."""
@@ -152,18 +154,18 @@ class PartitionState:
     def merge_buffer(self) -> None:
         """Merge the buffer into the partials (they become dirty: not yet stored)."""
         self.buffered = 0
-        for bucket, offset in self._offsets.items():
+        for bucket, offset in self.offsets.items():
             partial = self.partials.get(bucket)
             if partial is None:
                 partial = self.partials[bucket] = Partial(bucket, self.dimensions)
-            combos = self._buffer.pop(bucket, None)
+            combos = self.buffer.pop(bucket, None)
             if combos:
                 add_combos(partial, combos)
             for reason, count in self._drops.pop(bucket, {}).items():
                 partial.dropped[reason] = partial.dropped.get(reason, 0) + count
             partial.offset = max(partial.offset, offset)
             self.dirty.add(bucket)
-        self._offsets.clear()
+        self.offsets.clear()
 
     def stored(self, buckets: Iterable[int]) -> None:
         """The store holds these buckets' partials as they are now."""
@@ -175,7 +177,7 @@ class PartitionState:
             del self.partials[bucket]
 
     def pending(self) -> bool:
-        return bool(self._offsets or self.dirty)
+        return bool(self.offsets or self.dirty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,17 @@ class MapFolder:
         self._max_bytes = settings.max_message_bytes
         self._oldest = settings.window_seconds + settings.grace_seconds
         self._newest = settings.future_seconds
+        self.fold_context = native.FoldContext(  # what the C fold reads of this folder
+            read=self._read,
+            fields=self.decoder.fields,
+            unknown=UNKNOWN_KEY,
+            epoch_seconds=epoch_seconds,
+            oldest=self._oldest,
+            newest=self._newest,
+            bucket_seconds=self._bucket_seconds,
+            max_bytes=self._max_bytes,
+            limit=BUFFER_LIMIT,
+        )
 
     def partition(self, partition: int) -> PartitionState:
         state = self.partitions.get(partition)
@@ -237,25 +250,18 @@ class MapFolder:
         compiled = native.NATIVE
         if compiled is None:
             return self.fold_python(records, next_offsets)
-        fold_run = compiled.fold_run
+        fold_run, context = compiled.fold_run, self.fold_context
         counted = skipped = 0
         dropped: list[tuple[R, str]] = []
-        read, fields = self._read, self.decoder.fields
-        oldest, newest = self._oldest, self._newest
-        bs, max_bytes = self._bucket_seconds, self._max_bytes
         for partition, group in groupby(records, _partition_of):
             run = list(group)
             state = self.partitions.get(partition) or self.partition(partition)
             index, end = 0, len(run)
             while index < end:
-                index, folded, replayed, state.buffered = fold_run(
-                    run, index, read, fields, UNKNOWN_KEY, epoch_seconds, oldest, newest, bs,
-                    max_bytes, state.partials, state._buffer, state._offsets, state.buffered,
-                    BUFFER_LIMIT,
-                )  # fmt: skip
+                index, folded, replayed = fold_run(context, state, run, index)
                 counted += folded
                 skipped += replayed
-                if state.buffered >= BUFFER_LIMIT:
+                if state.buffered >= context.limit:
                     state.merge_buffer()
                 elif index < end:
                     folded, replayed, rejected = self.fold_python(run[index : index + 1], {})
@@ -295,8 +301,8 @@ class MapFolder:
                 partition = record.partition
                 state = self.partitions.get(partition) or self.partition(partition)
                 partials = state.partials
-                buffer = state._buffer
-                offsets = state._offsets
+                buffer = state.buffer
+                offsets = state.offsets
             offset = last = record.offset
             message = record.value
             arrived_at = record.timestamp

@@ -28,6 +28,15 @@ Combo = list[float | str | None]
 """The events of one combination of keys in one bucket since the last roll-up:
 value, device, value, device, ... (None where an event has none)."""
 
+ROLL_UP = native.RollUpContext(
+    agg_type=Agg,
+    register_and_rank=distinct.register_and_rank,
+    zero_bin=quantiles.ZERO_BIN,
+    min_indexable=quantiles.MIN_INDEXABLE,
+    inv_log_gamma=quantiles.INV_LOG_GAMMA,
+)
+"""What the C roll-up needs besides the partial and the buffer."""
+
 _INF = float("inf")
 _flat = chain.from_iterable
 _values_of = itemgetter(slice(0, None, 2))
@@ -37,15 +46,7 @@ _devices_of = itemgetter(slice(1, None, 2))
 def add_combos(partial: Partial, combos: dict[tuple[str, ...], Combo]) -> None:
     """Add one bucket's buffered events to ``partial`` (in C when it is built)."""
     compiled = native.NATIVE
-    if compiled is not None and compiled.add_combos(
-        partial,
-        combos,
-        Agg,
-        distinct.register_and_rank,
-        quantiles.ZERO_BIN,
-        quantiles.MIN_INDEXABLE,
-        quantiles.INV_LOG_GAMMA,
-    ):
+    if compiled is not None and compiled.add_combos(ROLL_UP, partial, combos):
         return
     add_combos_python(partial, combos)
 

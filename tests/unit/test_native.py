@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.core import accumulate, buckets, combos, distinct, native, quantiles
+from aggregator.core import accumulate, buckets, combos, distinct, native
 from aggregator.core.accumulate import MapFolder
 from aggregator.core.decode import epoch_seconds
 from aggregator.core.partial import Agg, Partial
@@ -154,17 +154,7 @@ def partials(draw: st.DrawFn) -> Partial:
 def add(partial: Partial, buffer: dict[tuple[str, ...], list[float | str | None]]) -> bool:
     compiled = native.NATIVE
     assert compiled is not None
-    return bool(
-        compiled.add_combos(
-            partial,
-            buffer,
-            Agg,
-            distinct.register_and_rank,
-            quantiles.ZERO_BIN,
-            quantiles.MIN_INDEXABLE,
-            quantiles.INV_LOG_GAMMA,
-        )
-    )
+    return compiled.add_combos(combos.ROLL_UP, partial, buffer)
 
 
 @settings(max_examples=400, deadline=None)
@@ -213,11 +203,8 @@ def test_fold_run_stops_at_what_python_must_judge() -> None:
         Record(0, 1, ARRIVED, b"not json"),
         Record(0, 2, ARRIVED, good),
     ]
-    index, counted, skipped, buffered = compiled.fold_run(
-        run, 0, folder._read, folder.decoder.fields, "unknown", epoch_seconds, 70.0, 5.0, 2, 1000,
-        state.partials, state._buffer, state._offsets, 0, 100,
-    )  # fmt: skip
-    assert (index, counted, skipped, buffered) == (1, 1, 0, 1)
+    assert compiled.fold_run(folder.fold_context, state, run, 0) == (1, 1, 0)
+    assert state.buffered == 1
     assert folder.fold_many(run, {}) == (2, 0, [(run[1], "invalid_json")])
 
 
@@ -275,20 +262,20 @@ def test_the_calls_keep_no_reference_to_what_they_are_given() -> None:
                % (ARRIVED, o % 3, o % 5, o))
         for o in range(40)
     ]  # fmt: skip
-    watched = (read, fields, unknown, run, run[0], run[0].value, Agg, distinct.register_and_rank)
+    context = native.FoldContext(read, fields, unknown, epoch_seconds, 70.0, 5.0, 2, 1000, 100)
+    watched = (
+        *(read, fields, unknown, run, run[0], run[0].value, context),
+        *(combos.ROLL_UP, Agg, distinct.register_and_rank),
+    )
 
     def once() -> None:
         state = accumulate.PartitionState(3)
-        compiled.fold_run(
-            run, 0, read, fields, unknown, epoch_seconds, 70.0, 5.0, 2, 1000,
-            state.partials, state._buffer, state._offsets, 0, 100,
-        )  # fmt: skip
+        compiled.fold_run(context, state, run, 0)
         state.partials[int(ARRIVED)] = Partial(int(ARRIVED), 3, offset=20)
-        compiled.fold_run(
-            run, 0, read, fields, unknown, epoch_seconds, 70.0, 5.0, 2, 1000,
-            state.partials, {}, {}, 0, 100,
-        )  # fmt: skip
-        for bucket, buffered in state._buffer.items():
+        again = accumulate.PartitionState(3)
+        again.partials = state.partials
+        compiled.fold_run(context, again, run, 0)
+        for bucket, buffered in state.buffer.items():
             partial = Partial(bucket, 3)
             for _ in range(2):
                 assert add(partial, buffered)
@@ -309,12 +296,11 @@ def test_an_interrupt_while_decoding_is_not_swallowed() -> None:
         raise KeyboardInterrupt
 
     state = accumulate.PartitionState(3)
+    context = native.FoldContext(
+        interrupted, ("d0", "d1", "d2"), "unknown", epoch_seconds, 70.0, 5.0, 2, 1000, 100
+    )
     with pytest.raises(KeyboardInterrupt):
-        compiled.fold_run(
-            [Record(0, 0, ARRIVED, b"{}")], 0, interrupted, ("d0", "d1", "d2"), "unknown",
-            epoch_seconds, 70.0, 5.0, 2, 1000, state.partials, state._buffer, state._offsets,
-            0, 100,
-        )  # fmt: skip
+        compiled.fold_run(context, state, [Record(0, 0, ARRIVED, b"{}")], 0)
 
 
 def test_integer_and_text_times_stay_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
