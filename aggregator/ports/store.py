@@ -7,7 +7,7 @@ writer that lost its partition to another pod cannot overwrite the new owner.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from aggregator.core.partial import Partial
@@ -41,12 +41,13 @@ class PartialStore(Protocol):
 class PartialFeed(Protocol):
     """What the reducer reads: every stored partial, then only what changed."""
 
-    async def open(self) -> list[tuple[PartialKey, Partial]]:
-        """Start following changes; return the full current content."""
+    async def open(self) -> Iterable[tuple[PartialKey, Partial]]:
+        """Start following changes; return the full current content (possibly
+        decoded lazily, as it is iterated: iterate it once)."""
         ...
 
-    async def changes(self) -> list[tuple[PartialKey, Partial]]:
-        """Entries written since the previous call (latest state of each)."""
+    async def changes(self) -> Iterable[tuple[PartialKey, Partial]]:
+        """Entries written since the previous call (latest state of each; iterate once)."""
         ...
 
     async def close(self) -> None: ...

@@ -241,14 +241,14 @@ async def test_feed_reads_everything_then_only_changes(store_kind: Factory) -> N
     seen: dict[PartialKey, Partial] = {}
 
     async def caught_up() -> bool:
-        changes = await feed.changes()
+        changes = list(await feed.changes())
         assert {key for key, _ in changes} <= set(expected)  # never an unchanged entry
         seen.update(changes)
         return seen == expected
 
     await until(caught_up, "the feed reports both changes with their latest state")
     await asyncio.sleep(0.3)
-    assert await feed.changes() == []
+    assert list(await feed.changes()) == []
 
 
 async def test_entries_expire_after_their_ttl(store_kind: Factory) -> None:
@@ -270,7 +270,7 @@ async def test_entries_expire_after_their_ttl(store_kind: Factory) -> None:
     await until(gone, "both entries expired")
     assert time.monotonic() - written > 0.9
     feed = await harness.feed()
-    assert await feed.open() == []
+    assert list(await feed.open()) == []
 
 
 async def test_unreachable_store_raises_store_unavailable(store_kind: Factory) -> None:

@@ -159,7 +159,7 @@ async def test_a_cluster_outage_fails_fast_and_the_same_client_heals(
         )
         stack.push_async_callback(feed.close)
         assert await store.write(SOURCE, 0, [partial(1, 1)]) == []
-        assert len(await feed.open()) == 1
+        assert len(list(await feed.open())) == 1
 
         for index in reversed(range(len(hazelcast.members))):
             await asyncio.to_thread(hazelcast.kill_member, index)

