@@ -146,6 +146,13 @@ class MapStage:
         await self.drain()
         await self.leave()
 
+    def stopping(self) -> None:
+        """Stop fetching, and give up a retry under way: call before cancelling
+        ``run``.  (Loading an assigned partition from an unreachable store is
+        retried inside the source's rebalance callback, which a cancelled fetch
+        waits for.)"""
+        self._stopping.set()
+
     async def drain(self) -> None:
         """Stop fetching, then flush and commit what was folded."""
         self._stopping.set()
@@ -170,7 +177,7 @@ class MapStage:
                 backoff=SOURCE_START_BACKOFF,
                 clock=self._clock,
                 on_error=failed,
-                stopping=self._stopping.is_set,
+                stopping=self._stopping,
             )
         except RetryStopped:
             return
@@ -264,7 +271,10 @@ class MapStage:
         self.stats.resyncs += 1
         self._log.warning("partition %d was written by another pod; reloading it", partition)
         self._drop(partition)
-        await self._load(partition)
+        try:
+            await self._load(partition)
+        except RetryStopped:
+            return  # stopping: it stays dropped, so nothing of it is committed
         committed = await self._source.committed(partition)
         await self._source.seek(partition, committed or 0)
 
@@ -284,7 +294,14 @@ class MapStage:
 
     async def on_assigned(self, partitions: frozenset[int]) -> None:
         for partition in sorted(partitions):
-            await self._load(partition)
+            try:
+                await self._load(partition)
+            except RetryStopped:
+                self._log.info(
+                    "stopping: assigned partitions %s not loaded, nothing of them is folded",
+                    sorted(partitions),
+                )
+                return
         self._log.info("assigned partitions %s", sorted(partitions))
 
     def _drop(self, partition: int) -> None:
@@ -295,7 +312,9 @@ class MapStage:
 
     async def _load(self, partition: int) -> None:
         """Load the partition's stored partials; without them the offset dedup cannot
-        work, so keep trying (not ready meanwhile) rather than fold blind."""
+        work, so keep trying (not ready meanwhile) rather than fold blind, until
+        the stage is stopping (``RetryStopped``: the partition has no state then,
+        so nothing of it is folded or committed)."""
 
         def failed(error: Exception, delay: float) -> None:
             self._store_ok = False
@@ -307,5 +326,6 @@ class MapStage:
             backoff=STORE_LOAD_BACKOFF,
             clock=self._clock,
             on_error=failed,
+            stopping=self._stopping,
         )
         self.folder.partition(partition).load(partials)

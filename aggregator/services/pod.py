@@ -140,6 +140,7 @@ class Pod:
             return
         self.alive = False
         map_task, elector_task, members_task = self._tasks
+        self.map.stopping()  # first: a fetch being cancelled may wait for a retry
         map_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await map_task

@@ -55,9 +55,9 @@ async def test_other_errors_propagate_at_once() -> None:
         )
 
 
-async def test_it_gives_up_before_the_next_attempt_once_stopping() -> None:
+async def test_stopping_ends_the_sleep_and_gives_up_before_the_next_attempt() -> None:
     clock = ManualClock()
-    stopping = False
+    stopping = asyncio.Event()
     attempts = 0
 
     async def attempt() -> None:
@@ -69,16 +69,35 @@ async def test_it_gives_up_before_the_next_attempt_once_stopping() -> None:
         retry(
             attempt,
             errors=ConnectionError,
-            backoff=Backoff(first_s=1.0, max_s=1.0),
+            backoff=Backoff(first_s=1.0, max_s=60.0),
             clock=clock,
             on_error=lambda error, delay: None,
-            stopping=lambda: stopping,
+            stopping=stopping,
         )
     )
-    await clock.advance(2.5)
-    assert attempts == 3
-    stopping = True
-    await clock.advance(1)
+    await clock.advance(7.5)  # attempts at 0, 1, 3 and 7 s; the next one at 15 s
+    assert attempts == 4
+    stopping.set()
+    await clock.settle()  # no time passes: the sleep ends at once
+    assert task.done()
     with pytest.raises(RetryStopped):
         await task
-    assert attempts == 3
+    assert attempts == 4
+
+
+async def test_a_stopped_caller_makes_no_attempt() -> None:
+    stopping = asyncio.Event()
+    stopping.set()
+
+    async def attempt() -> None:
+        raise AssertionError("attempted while stopping")
+
+    with pytest.raises(RetryStopped):
+        await retry(
+            attempt,
+            errors=ConnectionError,
+            backoff=Backoff(first_s=1.0, max_s=1.0),
+            clock=ManualClock(),
+            on_error=lambda error, delay: None,
+            stopping=stopping,
+        )
