@@ -127,6 +127,20 @@ class Deployed:
             and not pod["metadata"].get("deletionTimestamp")
         )
 
+    def oom_killed(self) -> list[str]:
+        """The aggregator containers whose last run ended in an OOM kill (kubelet's view)."""
+        listed = json.loads(
+            self.kubectl(
+                "get", "pods", "-l", "app.kubernetes.io/name=stream-aggregator", "-o", "json"
+            )
+        )
+        return sorted(
+            f"{pod['metadata']['name']} (restarts {status.get('restartCount', 0)})"
+            for pod in listed["items"]
+            for status in pod["status"].get("containerStatuses", [])
+            if status.get("lastState", {}).get("terminated", {}).get("reason") == "OOMKilled"
+        )
+
     def lease_holder(self) -> str:
         return self.kubectl(
             "get", "lease", "stream-aggregator", "-o", "jsonpath={.spec.holderIdentity}"
