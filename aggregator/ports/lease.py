@@ -52,5 +52,9 @@ class LeaseClient(Protocol):
     async def replace(self, resource_version: str, spec: LeaseSpec) -> LeaseRecord: ...
 
     async def wait_for_change(self, resource_version: str | None, timeout_s: float) -> None:
-        """Return when the lease differs from ``resource_version`` or after the timeout."""
+        """Return when the lease differs from ``resource_version`` or after the timeout.
+
+        A server that does not answer within the timeout ends it like no change
+        (the next read reports it unavailable); only an answer, such as a refusal
+        or an error status, raises."""
         ...

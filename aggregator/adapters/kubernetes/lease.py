@@ -133,10 +133,13 @@ class KubernetesLease:
         # The server ends the watch after whole seconds; this coroutine returns
         # at timeout_s and stops the watch, which ends the worker thread.
         server_timeout = max(1, math.ceil(timeout_s))
+        # Silence is a timeout, never an error: the watch's own connect (and TLS
+        # handshake) timeout outlasts this wait, so a server that does not answer
+        # always ends it as "no change", whichever timer would have fired first.
+        # Only an answer (a refusal, an error status, a reset) raises.
+        patience_s = max(self._request_timeout_s, timeout_s + GRACE_S)
         first = asyncio.ensure_future(
-            asyncio.to_thread(
-                watcher.first_event, resource_version, server_timeout, self._request_timeout_s
-            )
+            asyncio.to_thread(watcher.first_event, resource_version, server_timeout, patience_s)
         )
         first.add_done_callback(_retrieve)
         try:
