@@ -263,7 +263,7 @@ def test_prod_spreads_the_pods_and_dev_stays_small(rendered: dict[str, list[Obj]
         ]
         return limit
 
-    assert (memory_limit(dev), memory_limit(prod)) == ("384Mi", "1Gi")
+    assert (memory_limit(dev), memory_limit(prod)) == ("512Mi", "1Gi")
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
@@ -282,8 +282,12 @@ def test_autoscaling_stays_within_the_partitions_and_disruptions_go_one_by_one(
     [metric] = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     # The starting count is inside the autoscaler's range.
-    replicas = one(objects, "Deployment", "stream-aggregator")["spec"]["replicas"]
-    assert hpa["spec"]["minReplicas"] <= replicas <= hpa["spec"]["maxReplicas"]
+    deployment = one(objects, "Deployment", "stream-aggregator")["spec"]
+    assert hpa["spec"]["minReplicas"] <= deployment["replicas"] <= hpa["spec"]["maxReplicas"]
+    # A rollout replaces one pod at a time, and each new pod settles (joins the
+    # consumer group, warms up) before the next old one, perhaps the leader, goes.
+    assert deployment["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert deployment["minReadySeconds"] >= 10
 
     for name in ("stream-aggregator", "hazelcast"):
         pdb = one(objects, "PodDisruptionBudget", name)
