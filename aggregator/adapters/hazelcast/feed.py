@@ -8,8 +8,11 @@ not add it twice.
 
 Hazelcast delivers entry events at most once.  Events can be lost while the
 client is disconnected, or when a member dies or joins (partitions move while the
-listener is being registered on the new owner), so any of those schedules one
-more full read ``resync_after_s`` later, once the cluster has settled; while the
+listener is being registered on the new owner), so any of those schedules more
+full reads: ``resync_after_s`` later, and again at each of ``settle_s`` after
+the change, because the partitions of a member that joins keep migrating for a
+while (longer on a busy machine) and a write whose event is lost is the last of
+its bucket more often than not: nothing would ever correct it.  While the
 client is disconnected ``changes`` raises ``StoreUnavailable`` like every other
 read of the store.
 """
@@ -36,6 +39,9 @@ from aggregator.ports.store import PartialKey, StoreUnavailable
 
 _log = logging.getLogger("aggregator.hazelcast.feed")
 
+SETTLE_S = (10.0, 30.0)
+"""Full reads after a member or connection change, besides the first one."""
+
 
 class HazelcastFeed:
     """Implements ``PartialFeed`` for the reducer."""
@@ -46,11 +52,13 @@ class HazelcastFeed:
         *,
         map_name: str = "partials",
         resync_after_s: float = 2.0,
+        settle_s: tuple[float, ...] = SETTLE_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._map_name = map_name
         self._resync_after_s = resync_after_s
+        self._settle_s = settle_s
         self._monotonic = monotonic
         self._imap: Map[str, Blob] | None = None
         self._pending: dict[str, Blob] = {}
@@ -58,7 +66,8 @@ class HazelcastFeed:
         self._lifecycle_registration: str | None = None
         self._membership_registration: str | None = None
         self._offline = False
-        self._resync_at: float | None = None
+        #: when the pending full reads are due, soonest first
+        self._resyncs: list[float] = []
         self.full_reads = 0
         self.events = 0
 
@@ -84,7 +93,7 @@ class HazelcastFeed:
             raise RuntimeError("HazelcastFeed.changes() before open()")
         if self._offline or not self._client.lifecycle_service.is_running():
             raise StoreUnavailable(f"not connected to the cluster holding {self._map_name}")
-        if self._resync_at is not None and self._monotonic() >= self._resync_at:
+        if self._resyncs and self._monotonic() >= self._resyncs[0]:
             with unavailable_on_error(f"cannot read map {self._map_name}"):
                 return await self._read_all()
         pending, self._pending = self._pending, {}
@@ -109,12 +118,13 @@ class HazelcastFeed:
         """The whole map; events buffered before the read are older, so dropped."""
         assert self._imap is not None
         self._pending = {}
-        self._resync_at = None
+        now = self._monotonic()
+        self._resyncs = [at for at in self._resyncs if at > now]
         self.full_reads += 1
         try:
             entries: list[tuple[str, Blob]] = await self._imap.entry_set()
         except BaseException:
-            self._resync_at = self._monotonic()  # the buffer was dropped: read again
+            self._resyncs.insert(0, self._monotonic())  # the buffer was dropped: read again
             raise
         return decode_entries(entries)
 
@@ -138,7 +148,8 @@ class HazelcastFeed:
         self._schedule_resync()
 
     def _schedule_resync(self) -> None:
-        self._resync_at = self._monotonic() + self._resync_after_s
+        now = self._monotonic()
+        self._resyncs = sorted({now + self._resync_after_s, *(now + s for s in self._settle_s)})
 
 
 def decode_entries(entries: Iterable[tuple[str, Blob]]) -> Iterator[tuple[PartialKey, Partial]]:
