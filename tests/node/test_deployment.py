@@ -295,8 +295,11 @@ async def test_counts_through_the_service_equal_brute_force_for_both_producers(
     await _assert_exact(kafka, at_least=2000)
 
 
-async def _assert_exact(kafka: KafkaServer, *, at_least: int, timeout_s: float = 90) -> None:
-    """/api/stats and /ws/stats, through the Service, equal the brute force over the topic."""
+async def _assert_exact(
+    kafka: KafkaServer, *, at_least: int, timeout_s: float = 90, context: str = ""
+) -> None:
+    """/api/stats and /ws/stats, through the Service, equal the brute force over the topic;
+    ``context`` goes into the failure message (for instance, when a fault happened)."""
     await asyncio.sleep(2)  # the last flush (0.5 s) and tick (1 s)
     classified = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
     for source in ("/api/stats", "/ws/stats"):
@@ -313,7 +316,9 @@ async def _assert_exact(kafka: KafkaServer, *, at_least: int, timeout_s: float =
             found = brute_force.problems(snapshot, expected)
             if not found:
                 break
-            assert time.monotonic() < deadline, f"{source} differs from brute force: {found[:20]}"
+            assert time.monotonic() < deadline, (
+                f"{source} differs from brute force{context}: {found[:20]}"
+            )
             await asyncio.sleep(1)
         assert expected.count >= at_least, (source, expected.count)
 
@@ -484,11 +489,16 @@ async def test_a_hazelcast_rolling_restart_mid_stream_loses_no_partial(
 ) -> None:
     load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 1000, 120, 41))
     await asyncio.sleep(10)
+    restart_from = time.time()
     await asyncio.to_thread(deployed.kubectl, "rollout", "restart", "statefulset/hazelcast")
     started = time.monotonic()
     await _rolled_out(deployed, "statefulset/hazelcast")
+    restart_to = time.time()
     print(f"\nHazelcast rolling restart: {time.monotonic() - started:.1f} s")
     await load
+    load_end = time.time()
     await asyncio.to_thread(deployed.wait_ready, 2)
     assert not deployed.oom_killed()
-    await _assert_exact(kafka, at_least=100_000)
+    # bucket numbers are epoch seconds: say when the restart and the load were
+    when = f" (restart {restart_from:.0f}-{restart_to:.0f}, load end {load_end:.0f})"
+    await _assert_exact(kafka, at_least=100_000, context=when)
