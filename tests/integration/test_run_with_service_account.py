@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.pods import free_port
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer
 from tests.fixtures.kube import KubeApi
 
@@ -33,13 +33,6 @@ POD = "test-pod"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def apply_rbac(kube_api: KubeApi, namespace: str, where: Path) -> None:

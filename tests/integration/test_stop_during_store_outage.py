@@ -21,9 +21,7 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from aiokafka import AIOKafkaConsumer
 
 from aggregator.adapters.hazelcast.connection import connect
 from aggregator.ports.store import StoreUnavailable
+from harness.pods import HOST, REPO, START_TIMEOUT_S, aggregator_command, free_port
 from infra import hazelcast as hz_infra
 from infra.maven import require_java
 from infra.process import InfraError
@@ -42,27 +41,15 @@ from tests.fixtures.requirements import server_missing
 
 pytestmark = [pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
-START_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
 
 class Aggregator:
     """``aggregator run`` as a subprocess, its output in a log file."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        entry = "from aggregator.wiring.cli import main; raise SystemExit(main())"
         with log.open("wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", entry, "run"],
+                aggregator_command(),
                 env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
 

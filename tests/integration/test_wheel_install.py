@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,18 +28,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.pods import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_UID = 10001  # the Dockerfile's USER
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def run(*command: str, timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
