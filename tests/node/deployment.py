@@ -113,30 +113,29 @@ class Deployed:
     def kubectl(self, *args: str, timeout_s: float = 120.0) -> str:
         return self.node.ok("-n", self.namespace, *args, timeout_s=timeout_s)
 
-    def aggregator_pods(self) -> list[str]:
-        """The running aggregator pods that are not being deleted."""
+    def _aggregator_pod_objects(self) -> list[dict[str, Any]]:
         listed = json.loads(
             self.kubectl(
                 "get", "pods", "-l", "app.kubernetes.io/name=stream-aggregator", "-o", "json"
             )
         )
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def aggregator_pods(self) -> list[str]:
+        """The running aggregator pods that are not being deleted."""
         return sorted(
             pod["metadata"]["name"]
-            for pod in listed["items"]
+            for pod in self._aggregator_pod_objects()
             if pod["status"].get("phase") == "Running"
             and not pod["metadata"].get("deletionTimestamp")
         )
 
     def oom_killed(self) -> list[str]:
         """The aggregator containers whose last run ended in an OOM kill (kubelet's view)."""
-        listed = json.loads(
-            self.kubectl(
-                "get", "pods", "-l", "app.kubernetes.io/name=stream-aggregator", "-o", "json"
-            )
-        )
         return sorted(
             f"{pod['metadata']['name']} (restarts {status.get('restartCount', 0)})"
-            for pod in listed["items"]
+            for pod in self._aggregator_pod_objects()
             for status in pod["status"].get("containerStatuses", [])
             if status.get("lastState", {}).get("terminated", {}).get("reason") == "OOMKilled"
         )
