@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from aggregator.api.backend import Backend, DemoControls
 from aggregator.api.dashboard import dashboard_dir
 from aggregator.api.metrics import AggregatorCollector
+from aggregator.core.incarnation import short_identity
 from aggregator.services.hub import SERVICE_RESTART, TRY_AGAIN_LATER
 from aggregator.services.pod import Pod
 
@@ -51,7 +52,7 @@ def create_app(
         pod = front()
         latest = pod.hub.latest
         return {
-            "leader": pod.elector.leader or None,
+            "leader": short_identity(pod.elector.leader or "") or None,
             "epoch": pod.hub.highest_epoch if pod.hub.highest_epoch >= 0 else None,
             "lease": pod.ports.lease.description,
             "pod": pod.name,

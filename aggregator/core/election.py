@@ -159,11 +159,16 @@ def decide(
     now: float,
     wall_now: EpochSeconds,
     timings: ElectionTimings,
+    *,
+    holder_dead: bool = False,
 ) -> Decision:
     """What to do about the lease last read as ``observed`` (None: it does not exist).
 
     ``observed_at`` and ``now`` are monotonic: the time this process saw the record
     change and the current time.  ``wall_now`` only goes into the written record.
+    ``holder_dead``: the observed holder is *proven* dead
+    (``aggregator.core.proof_of_death``), so its lease may be taken before it
+    expires; never true on mere silence.
     """
     if observed is None:
         terms = acquire_terms(me, None, wall_now, timings)
@@ -173,7 +178,7 @@ def decide(
         return Decision(Action.RENEW, terms, terms.lease_transitions, None)
     if is_held(observed):
         expiry = expires_at(observed, observed_at)
-        if now < expiry:
+        if now < expiry and not holder_dead:
             return Decision(Action.FOLLOW, None, None, expiry)
     terms = acquire_terms(me, observed, wall_now, timings)
     return Decision(Action.ACQUIRE, terms, terms.lease_transitions, None)

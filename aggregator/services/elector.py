@@ -23,6 +23,10 @@ the waiting, on the injected clock:
   (holder "", 1 s, transitions kept), shielded from cancellation.
 * If the leading task crashes, the elector gives up the lease (releases it) and
   holds back for a retry period so another pod takes over.
+* With a ``DeathWitness`` (in a cluster), a follower also follows the holder's
+  pod and takes the lease at once when kubelet's reports prove the holder's
+  container exited, instead of waiting for the lease to expire
+  (``aggregator.core.proof_of_death``); the epoch still counts every transition.
 * API errors are logged and retried; ``run()`` never raises for them, with one
   exception: ``LeaseForbidden`` before any call has succeeded (RBAC is missing,
   retrying will not help) is logged and raised so the CLI can exit with one line.
@@ -52,6 +56,7 @@ from aggregator.ports.lease import (
     LeaseUnavailable,
 )
 from aggregator.services.leading import LeadingTerm
+from aggregator.services.witness import DeathWitness
 
 T = TypeVar("T")
 
@@ -93,6 +98,7 @@ class Elector:
         on_new_leader: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
+        witness: DeathWitness | None = None,
     ) -> None:
         if not identity:
             raise ValueError("an elector needs a non-empty identity")
@@ -101,6 +107,7 @@ class Elector:
         self._identity = Identity(identity)
         self._timings = timings
         self._on_new_leader = on_new_leader
+        self._witness = witness
         self._rng = rng or random.Random()
         self._log = logger or logging.getLogger("aggregator.elector")
 
@@ -225,6 +232,8 @@ class Elector:
         try:
             await self._leading.end("the elector is stopping")
             await self._release()
+            if self._witness is not None:
+                await self._witness.close()
         except Exception:  # never leave a shutdown half done on a surprise
             self._log.exception("Leader election shutdown failed")
         self._log.info("Left leader election for lease %s", self._client.description)
@@ -381,6 +390,8 @@ class Elector:
         for _ in range(MAX_RACES):
             record = await self._call(self._client.get)
             self._observe(record)
+            holder = record.spec.holder_identity if record is not None else None
+            proof = self._witness.proven_dead(holder) if self._witness is not None else None
             decision = election.decide(
                 self._identity,
                 record.spec if record is not None else None,
@@ -388,6 +399,7 @@ class Elector:
                 self._clock.monotonic(),
                 self._clock.time(),
                 self._timings,
+                holder_dead=proof is not None,
             )
             if decision.action is Action.FOLLOW:
                 if self._leading.epoch is not None:
@@ -400,6 +412,13 @@ class Elector:
             except LeaseConflict:
                 self._log.debug("lost a race for lease %s; reading it", self._client.description)
                 continue
+            if proof is not None:
+                self._log.info(
+                    "Took lease %s from %s without waiting for it to expire: %s",
+                    self._client.description,
+                    holder,
+                    proof,
+                )
             await self._held(written, started, decision.epoch)
             return _Outcome.HOLDING
         raise LeaseConflict(f"lost the race for the lease {MAX_RACES} times in a row")
@@ -455,6 +474,9 @@ class Elector:
 
     def _observe(self, record: LeaseRecord | None) -> None:
         previous = self._observed
+        holder = (record.spec.holder_identity or "") if record is not None else ""
+        if self._witness is not None:
+            self._witness.watch(holder if holder != self._identity else None, self._wake_up)
         if record is None:
             if previous is not None:
                 self._observed = None
@@ -465,7 +487,6 @@ class Elector:
             return
         self._observed = record
         self._observed_at = self._clock.monotonic()
-        holder = record.spec.holder_identity or ""
         if holder == self._reported:
             return
         self._reported = holder

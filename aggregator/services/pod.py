@@ -19,10 +19,12 @@ from typing import Any
 
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.election import ElectionTimings, make_identity
+from aggregator.core.incarnation import short_identity
 from aggregator.ports.bus import SnapshotBus
 from aggregator.ports.clock import Clock
 from aggregator.ports.lease import LeaseClient
 from aggregator.ports.members import MemberInfo, MemberRegistry
+from aggregator.ports.pods import PodStatuses
 from aggregator.ports.source import DeadLetters, EventSource
 from aggregator.ports.store import PartialFeed, PartialStore
 from aggregator.services.elector import Elector
@@ -30,6 +32,7 @@ from aggregator.services.hub import SERVICE_RESTART, SnapshotHub
 from aggregator.services.map_stage import MapStage
 from aggregator.services.membership import Membership
 from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
+from aggregator.services.witness import DeathWitness
 
 KILL_WAIT_S = 2.0
 """How long ``kill`` waits for the cancelled tasks to end."""
@@ -49,6 +52,9 @@ class PodPorts:
     registry: MemberRegistry
     clock: Clock
     dead_letters: DeadLetters | None = None
+    pods: PodStatuses | None = None
+    """Pod statuses, in a cluster: the elector takes a lease whose holder is proven
+    dead without waiting for it to expire.  None: expiry only, as outside a cluster."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,14 @@ class Pod:
         settings: PodSettings,
         *,
         identity: str | None = None,
+        lease_identity: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.name = name
         self.identity = identity or new_identity(name)
+        self.lease_identity = lease_identity or self.identity
+        """What the Lease names while this pod leads: ``identity``, plus the pod UID
+        and container ID where those can prove its death (core/incarnation.py)."""
         self.ports = ports
         self.settings = settings
         self._log = logger or logging.getLogger(f"aggregator.pod.{name}")
@@ -101,13 +111,22 @@ class Pod:
             live_fields=self.live_fields,
             logger=self._log.getChild("reduce"),
         )
+        witness = None
+        if ports.pods is not None:
+            witness = DeathWitness(
+                ports.pods,
+                ports.clock,
+                retry_s=settings.timings.retry_period_s,
+                logger=self._log.getChild("witness"),
+            )
         self.elector = Elector(
             ports.lease,
             ports.clock,
-            self.identity,
+            self.lease_identity,
             settings.timings,
             on_started_leading=self.reduce.run,
             logger=self._log.getChild("elector"),
+            witness=witness,
         )
         self.hub = SnapshotHub(ports.bus, logger=self._log.getChild("hub"))
         self.membership = Membership(
@@ -233,7 +252,7 @@ class Pod:
         return sum(max(0, end - positions.get(p, end)) for p, end in ends.items())
 
     async def live_fields(self) -> dict[str, Any]:
-        leader = self.elector.leader
+        leader = short_identity(self.elector.leader or "")
         members = [asdict(member) for member in self.membership.members]
         for member in members:
             member["leader"] = bool(leader) and member["identity"] == leader

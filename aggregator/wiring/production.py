@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,9 +32,15 @@ from aggregator.adapters.hazelcast.store import HazelcastStore
 from aggregator.adapters.kafka.dead_letters import KafkaDeadLetters
 from aggregator.adapters.kafka.options import KafkaOptions
 from aggregator.adapters.kafka.source import KafkaSource
-from aggregator.adapters.kubernetes.environment import from_environment
+from aggregator.adapters.kubernetes.environment import (
+    from_environment,
+    in_cluster,
+    own_container,
+    pods_of,
+)
 from aggregator.adapters.memory.clock import SystemClock
 from aggregator.api.app import create_app
+from aggregator.core.incarnation import parse_identity
 from aggregator.ports.lease import LeaseForbidden, LeaseUnavailable
 from aggregator.ports.store import StoreUnavailable
 from aggregator.services.pod import Pod, PodPorts, new_identity
@@ -201,6 +209,7 @@ async def _run(settings: Settings) -> int:
     except (ValueError, OSError) as error:
         raise StartupError(f"cannot set up the Kubernetes lease: {error}") from None
     await _check_lease_access(lease)
+    lease_identity, takeover_on_proof = _lease_identity(settings, identity)
     options = kafka_options(settings)
     hazelcast = await connect_store(settings, identity)
     dead_letters = None
@@ -225,8 +234,9 @@ async def _run(settings: Settings) -> int:
         registry=HazelcastMembers(hazelcast, map_name=scoped(settings, "members")),
         clock=SystemClock(),
         dead_letters=dead_letters,
+        pods=pods_of(lease) if takeover_on_proof else None,
     )
-    pod = Pod(settings.pod_name, ports, timings, identity=identity)
+    pod = Pod(settings.pod_name, ports, timings, identity=identity, lease_identity=lease_identity)
     failure: list[BaseException] = []
 
     @contextlib.asynccontextmanager
@@ -258,6 +268,24 @@ async def _run(settings: Settings) -> int:
         log.error("stopped after an unexpected error: %s", cause)
         return 1
     return 0 if server.started else 1
+
+
+def _lease_identity(settings: Settings, identity: str) -> tuple[str, bool]:
+    """What the Lease names while this pod leads, and whether followers here take
+    over on proof of death: in a cluster, the identity names this process's pod
+    UID and container when they can prove its death (core/incarnation.py)."""
+    takeover = (
+        settings.lease_takeover_on_proof and in_cluster(os.environ) and not settings.kubeconfig
+    )
+    container = own_container(os.environ) if takeover else None
+    incarnation = parse_identity(identity)
+    if container is None or incarnation is None:
+        if takeover:
+            log.info("this pod's death cannot be proven from kubelet's reports (%s)", identity)
+        return identity, takeover
+    uid, container_id = container
+    full = dataclasses.replace(incarnation, pod_uid=uid, container_id=container_id)
+    return full.identity, takeover
 
 
 async def _start_dead_letters(dead_letters: KafkaDeadLetters) -> None:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     renew_deadline_seconds: float = Field(10.0, gt=0)
     retry_period_seconds: float = Field(2.0, gt=0)
     pod_name: str = Field(default_factory=_default_pod_name)
+    lease_takeover_on_proof: bool = True
+    """In a cluster: take the lease as soon as kubelet reports its holder's container
+    exited, instead of waiting for it to expire (docs/architecture.md)."""
 
     # Kafka.
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

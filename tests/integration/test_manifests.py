@@ -219,7 +219,15 @@ def test_the_aggregator_pod_is_hardened_probed_and_bounded(
     assert aggregator["args"] == ["run"]
 
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in aggregator["env"]}
-    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert env == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_UID": "metadata.uid",
+    }
+    # A leader proven dead by its container's exit (docs/architecture.md) must be its
+    # container's init: the process is PID 1 of a PID namespace of its own.
+    assert "shareProcessNamespace" not in pod
+    assert "command" not in aggregator  # the image's entrypoint: aggregator itself
     [source] = aggregator["envFrom"]
     assert source["configMapRef"]["name"].startswith("stream-aggregator-config-")
 
@@ -536,10 +544,17 @@ def test_the_service_account_may_use_its_lease_and_nothing_else(
         ("update", f"leases.coordination.k8s.io/{LEASE}", "-n", ns),
         ("watch", f"leases.coordination.k8s.io/{LEASE}", "-n", ns),
         ("create", "leases.coordination.k8s.io", "-n", ns),
+        # the holder's pod: kubelet's report of its container's exit
+        ("get", "pods", "-n", ns),
+        ("watch", "pods", "-n", ns),
     ]
     denied = [
         ("delete", "pods", "-n", ns),
         ("list", "pods", "-n", ns),
+        ("update", "pods/status", "-n", ns),
+        ("patch", "pods", "-n", ns),
+        ("get", "pods/log", "-n", ns),
+        ("create", "pods/exec", "-n", ns),
         ("get", "secrets", "-n", ns),
         ("list", "secrets", "-n", ns),
         ("get", "configmaps", "-n", ns),
@@ -598,4 +613,5 @@ def test_the_service_accounts_own_token_sees_exactly_the_lease_rules(
     assert rules == {
         (("coordination.k8s.io",), ("leases",), (), ("create",)),
         (("coordination.k8s.io",), ("leases",), (LEASE,), ("get", "update", "watch")),
+        (("",), ("pods",), (), ("get", "watch")),
     }

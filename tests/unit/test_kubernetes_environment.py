@@ -10,6 +10,7 @@ from aggregator.adapters.kubernetes.environment import (
     UNKNOWN_NAMESPACE,
     from_environment,
     load_configuration,
+    own_container,
     resolve_namespace,
 )
 
@@ -146,3 +147,22 @@ def test_from_environment_without_a_namespace_fails_before_any_call(tmp_path: Pa
             environ={},
             namespace_file=namespace_file(tmp_path, None),
         )
+
+
+UID = "6976e233-c5e8-430c-bde2-cfea1e95f452"
+CID = "8ebb06d0d475fbc4925bb039646aa03c160d39a9ae636ebda8e482c93a40984a"
+IN_POD = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "POD_UID": UID}
+
+
+def test_a_containers_init_in_a_pod_names_its_pod_and_container(tmp_path: Path) -> None:
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text(f"4:memory:/kubepods/burstable/pod{UID}/{CID}\n0::/kubepods/pod{UID}/{CID}\n")
+    assert own_container(IN_POD, cgroup_file=cgroup, pid=1) == (UID, CID)
+    # anything short of all of it: no proof-capable identity, the lease only expires
+    assert own_container(IN_POD, cgroup_file=cgroup, pid=7) is None  # not the init
+    assert own_container({"POD_UID": UID}, cgroup_file=cgroup, pid=1) is None  # no cluster
+    no_uid = {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    assert own_container(no_uid, cgroup_file=cgroup, pid=1) is None
+    assert own_container(IN_POD, cgroup_file=tmp_path / "absent", pid=1) is None
+    cgroup.write_text("0::/\n")  # a private cgroup namespace hides the container
+    assert own_container(IN_POD, cgroup_file=cgroup, pid=1) is None

@@ -20,9 +20,13 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from aggregator.adapters.kubernetes.lease import KubernetesLease
+from aggregator.adapters.kubernetes.pods import KubernetesPods
+from aggregator.core.incarnation import container_id_from_cgroup
 
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 POD_NAMESPACE_ENV = "POD_NAMESPACE"
+POD_UID_ENV = "POD_UID"
+OWN_CGROUP = Path("/proc/self/cgroup")
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_KUBECONFIG = "~/.kube/config"
 UNKNOWN_NAMESPACE = "lease namespace unknown outside a cluster: set AGG_LEASE_NAMESPACE"
@@ -123,3 +127,31 @@ def _context_namespace(current: object) -> str | None:
         return None
     namespace = context.get("namespace")
     return namespace if isinstance(namespace, str) else None
+
+
+def pods_of(lease: KubernetesLease) -> KubernetesPods:
+    """Pod statuses in the lease's namespace, on the lease's own client."""
+    return KubernetesPods(lease.api_client, lease.namespace, lease.request_timeout_s)
+
+
+def own_container(
+    environ: Mapping[str, str],
+    *,
+    cgroup_file: Path = OWN_CGROUP,
+    pid: int | None = None,
+) -> tuple[str, str] | None:
+    """(pod UID, container ID) when kubelet's reports about this process's
+    container can prove its death: in a cluster, with the pod's UID given
+    (``POD_UID`` from the downward API), as the container's init (PID 1: its exit
+    is the container's exit), with the container ID readable from its cgroup.
+    None otherwise: this process's lease is then only ever taken on expiry."""
+    uid = (environ.get(POD_UID_ENV) or "").strip()
+    if not in_cluster(environ) or not uid:
+        return None
+    if (os.getpid() if pid is None else pid) != 1:
+        return None
+    try:
+        container = container_id_from_cgroup(cgroup_file.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return None if container is None else (uid, container)

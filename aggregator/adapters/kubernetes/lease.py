@@ -85,6 +85,10 @@ class KubernetesLease:
     def request_timeout_s(self) -> float:
         return self._request_timeout_s
 
+    @property
+    def api_client(self) -> client.ApiClient:
+        return self._api_client
+
     def close(self) -> None:
         """Close the ``ApiClient`` if this lease created it."""
         if self._owns_client:
