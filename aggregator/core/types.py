@@ -11,7 +11,8 @@ BucketStart = int
 """Start of an event-time bucket, in whole epoch seconds, a multiple of bucket_seconds."""
 
 Identity = NewType("Identity", str)
-"""A leader-election participant: pod name + "_" + a per-process suffix."""
+"""A leader-election participant: pod name + "_" + a per-process suffix, in a
+cluster also + "_" + pod UID + "_" + container ID (core/incarnation.py)."""
 
 Epoch = int
 """Fencing epoch: the Lease's leaseTransitions when its holder acquired it."""

@@ -13,15 +13,23 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets
 
 from infra import cluster
-from infra.node import layout
+from infra.node import layout, servers
+from tests.fixtures.kafka_hazelcast import KafkaServer
 from tests.fixtures.node import NodeCluster
+from tests.node import brute_force
 
 WS_URL = f"ws://{layout.NODE_IP}:{cluster.NODE_PORT}/ws/stats"
 STATS_URL = f"{cluster.DASHBOARD}api/stats"
@@ -33,6 +41,10 @@ class Seen:
     epoch: int
     leader: str
     generated_at: float
+    window: tuple[int, int] = (0, 0)
+    """The snapshot's window [start, end), epoch seconds."""
+    series: tuple[tuple[int, int], ...] = ()
+    """(bucket start, count) of every bucket the snapshot shows."""
 
 
 @dataclass
@@ -69,7 +81,17 @@ class SnapshotWatch:
         if self.seen and generated <= self.seen[-1].generated_at:
             return  # the same snapshot again, or an older one
         leader = str(snapshot.get("leader", ""))
-        self.seen.append(Seen(time.monotonic(), int(snapshot.get("epoch", -1)), leader, generated))
+        window = snapshot.get("window") or {}
+        self.seen.append(
+            Seen(
+                time.monotonic(),
+                int(snapshot.get("epoch", -1)),
+                leader,
+                generated,
+                (int(window.get("start", 0)), int(window.get("end", 0))),
+                tuple((int(r["start"]), int(r["count"])) for r in snapshot.get("series", ())),
+            )
+        )
 
     def longest_gap(self, since: float, until: float | None = None) -> float:
         """The longest time without a fresh snapshot between ``since`` and ``until``
@@ -147,9 +169,39 @@ class Deployed:
 
     def leader_pod(self) -> str:
         holder = self.lease_holder()
-        pod = holder.rsplit("_", 1)[0]
+        pod = holder.split("_", 1)[0]
         assert pod in self.aggregator_pods(), (holder, self.aggregator_pods())
         return pod
+
+    def container_pid(self, pod: str) -> int:
+        """The host PID of the pod's aggregator process (its container's init)."""
+        inspected = subprocess.run(
+            [*servers.crictl(), "inspect", self.container_id(pod)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        info = json.loads(inspected.stdout)
+        pid = int(info["info"].get("pid") or 0)
+        if info["status"]["state"] != "CONTAINER_RUNNING" or pid <= 1:
+            # an exited container reports pid 0, and kill(0) would hit this test's group
+            raise LookupError(f"{pod}'s container is not running ({info['status']['state']})")
+        return pid
+
+    def network_namespace(self, pod: str) -> str:
+        """The path of the pod's network namespace on the host."""
+        sandbox = subprocess.run(
+            [*servers.crictl(), "pods", "--namespace", self.namespace, "--name", pod, "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[0]
+        inspected = subprocess.run(
+            [*servers.crictl(), "inspectp", sandbox], capture_output=True, text=True, check=True
+        )
+        spaces = json.loads(inspected.stdout)["info"]["runtimeSpec"]["linux"]["namespaces"]
+        path: str = next(space["path"] for space in spaces if space["type"] == "network")
+        return path
 
     def container_id(self, pod: str) -> str:
         raw = self.kubectl(
@@ -165,3 +217,98 @@ class Deployed:
             return out.strip() == str(replicas) and len(self.aggregator_pods()) == replicas
 
         self.node.wait_for(f"{replicas} ready aggregator pods", ready, timeout_s)
+
+
+def stats(within_s: float = 15.0) -> dict[str, object]:
+    """GET /api/stats through the Service, retried for a while as a dashboard would.
+
+    Right after pods come and go, a new connection from this host can be reset
+    or refused: its source port may still match a conntrack entry that NATs to a
+    pod that left, or to a new pod on the same address that does not listen yet
+    (kube-proxy flushes such entries for UDP only).  The dashboards' own
+    continuity is measured by the websocket watches, not here.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            with urllib.request.urlopen(STATS_URL, timeout=5) as response:
+                snapshot: dict[str, object] = json.load(response)
+            return snapshot
+        except (ConnectionError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+async def dashboards(count: int) -> list[SnapshotWatch]:
+    """``count`` websocket clients on the Service, each once it has its first snapshot."""
+    watches = [SnapshotWatch() for _ in range(count)]
+    for watch in watches:
+        watch.start()
+    for watch in watches:
+        await watch.wait_for("at all", lambda seen: True, timeout_s=30)
+    return watches
+
+
+def aggregator_produce(rate: int, duration_s: int, seed: int) -> None:
+    from infra.kafka import BOOTSTRAP
+
+    aggregator = Path(sys.executable).with_name("aggregator")
+    env = dict(os.environ, AGG_KAFKA_BOOTSTRAP_SERVERS=BOOTSTRAP, AGG_KAFKA_TOPIC=cluster.TOPIC)
+    argv = [
+        str(aggregator),
+        "produce",
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration_s),
+        "--seed",
+        str(seed),
+    ]
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+async def ws_snapshot(within_s: float = 15.0) -> dict[str, object]:
+    """One snapshot from /ws/stats through the Service, reconnecting as a dashboard does."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            async with websockets.connect(WS_URL, open_timeout=5) as client:
+                raw = await asyncio.wait_for(client.recv(), timeout=10)
+            snapshot: dict[str, object] = json.loads(raw)
+            return snapshot
+        except (OSError, TimeoutError, websockets.WebSocketException):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def assert_exact(
+    kafka: KafkaServer, *, at_least: int, timeout_s: float = 90, context: str = ""
+) -> None:
+    """/api/stats and /ws/stats, through the Service, equal the brute force over the topic;
+    ``context`` goes into the failure message (for instance, when a fault happened)."""
+    await asyncio.sleep(2)  # the last flush (0.5 s) and tick (1 s)
+    classified = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
+    for source in ("/api/stats", "/ws/stats"):
+        deadline = time.monotonic() + timeout_s
+        while True:
+            snapshot = (
+                await asyncio.to_thread(stats) if source == "/api/stats" else await ws_snapshot()
+            )
+            window = snapshot["window"]
+            assert isinstance(window, dict)
+            expected = brute_force.expected_for(
+                classified, int(window["start"]), int(window["end"])
+            )
+            found = brute_force.problems(snapshot, expected)
+            if not found:
+                break
+            assert time.monotonic() < deadline, (
+                f"{source} differs from brute force{context}: {found[:20]}"
+            )
+            await asyncio.sleep(1)
+        assert expected.count >= at_least, (source, expected.count)

@@ -16,23 +16,24 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import websockets
 
 from aggregator.core.synthetic import CrashEventGenerator
 from infra import cluster
 from infra.node import servers
 from tests.fixtures.kafka_hazelcast import KafkaServer
-from tests.fixtures.node import NodeCluster
-from tests.node import brute_force
-from tests.node.deployment import STATS_URL, WS_URL, Deployed, SnapshotWatch
+from tests.node.deployment import (
+    Deployed,
+    SnapshotWatch,
+    aggregator_produce,
+    assert_exact,
+    dashboards,
+    stats,
+)
 
 # The first node test of a session also pays for the node's `up` (a cold image build).
 pytestmark = [pytest.mark.timeout(600), pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
@@ -48,40 +49,10 @@ DEV_LIMITS = {"memory.limit_in_bytes": str(512 * 1024 * 1024), "cpu.cfs_quota_us
 DEV_CPU_SHARES = str(100 * 1024 // 1000)  # 100m
 
 
-@pytest.fixture(scope="module")
-def deployed(node_cluster: NodeCluster, kafka: KafkaServer) -> Iterator[Deployed]:
-    asyncio.run(cluster._create_topics())
-    seconds = cluster.apply()
-    print(f"\napply to Ready: {seconds:.1f} s")
-    deployment = Deployed(node_cluster, cluster.NAMESPACE, seconds)
-    # two aggregator pods, so that a leader can be lost and replaced
-    deployment.kubectl(
-        "patch", "hpa", "stream-aggregator", "--type=merge",
-        "-p", json.dumps({"spec": {"minReplicas": 2, "maxReplicas": 2}}),
-    )  # fmt: skip
-    deployment.wait_ready(2)
-    # The overlay's producer ran (it was Ready); the tests need a stream that
-    # stops, so that the brute force read back from the topic is the whole of it.
-    deployment.kubectl("scale", "deployment/producer", "--replicas=0")
-    node_cluster.wait_for(
-        "the producer pod gone",
-        lambda: (
-            not deployment.kubectl(
-                "get", "pods", "-l", "app.kubernetes.io/name=producer", "-o", "name"
-            ).strip()
-        ),
-        90,
-    )
-    try:
-        yield deployment
-    finally:
-        cluster.delete_namespace()
-
-
 def test_every_pod_becomes_ready_and_a_pod_holds_the_lease(deployed: Deployed) -> None:
     assert deployed.apply_to_ready_s < 300
     holder = deployed.lease_holder()
-    assert holder.rsplit("_", 1)[0] in deployed.aggregator_pods(), holder
+    assert holder.split("_", 1)[0] in deployed.aggregator_pods(), holder
     listing = deployed.kubectl("get", "leases")
     assert "stream-aggregator" in listing, listing
     assert holder in listing, listing
@@ -125,41 +96,10 @@ def test_the_requests_and_limits_reach_the_containers_cgroup(deployed: Deployed)
     ]
 
 
-def _stats(within_s: float = 15.0) -> dict[str, object]:
-    """GET /api/stats through the Service, retried for a while as a dashboard would.
-
-    Right after pods come and go, a new connection from this host can be reset
-    or refused: its source port may still match a conntrack entry that NATs to a
-    pod that left, or to a new pod on the same address that does not listen yet
-    (kube-proxy flushes such entries for UDP only).  The dashboards' own
-    continuity is measured by the websocket watches, not here.
-    """
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            with urllib.request.urlopen(STATS_URL, timeout=5) as response:
-                snapshot: dict[str, object] = json.load(response)
-            return snapshot
-        except (ConnectionError, urllib.error.URLError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-async def _dashboards(count: int) -> list[SnapshotWatch]:
-    """``count`` websocket clients on the Service, each once it has its first snapshot."""
-    watches = [SnapshotWatch() for _ in range(count)]
-    for watch in watches:
-        watch.start()
-    for watch in watches:
-        await watch.wait_for("at all", lambda seen: True, timeout_s=30)
-    return watches
-
-
 async def test_deleting_the_leader_pod_leaves_the_dashboards_at_most_3_s_without_a_snapshot(
     deployed: Deployed,
 ) -> None:
-    watches = await _dashboards(3)
+    watches = await dashboards(3)
     try:
         leader = deployed.leader_pod()
         epoch = watches[0].seen[-1].epoch
@@ -191,15 +131,7 @@ async def test_sigkill_of_the_leader_container_hands_over_within_lease_plus_two_
     try:
         await watch.wait_for("at all", lambda seen: True, timeout_s=30)
         leader = deployed.leader_pod()
-        container = deployed.container_id(leader)
-        inspected = await asyncio.to_thread(
-            subprocess.run,
-            [*servers.crictl(), "inspect", container],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        pid = json.loads(inspected.stdout)["info"]["pid"]
+        pid = await asyncio.to_thread(deployed.container_pid, leader)
         epoch = watch.seen[-1].epoch
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -226,7 +158,7 @@ async def test_sigkill_of_the_leader_container_hands_over_within_lease_plus_two_
         transitions = deployed.kubectl(
             "get", "lease", "stream-aggregator", "-o", "jsonpath={.spec.leaseTransitions}"
         )  # fmt: skip
-        assert _stats()["epoch"] == int(transitions)
+        assert stats()["epoch"] == int(transitions)
     finally:
         await watch.stop()
 
@@ -246,81 +178,17 @@ def _console_produce(lines: list[bytes]) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
 
 
-def _aggregator_produce(rate: int, duration_s: int, seed: int) -> None:
-    from infra.kafka import BOOTSTRAP
-
-    aggregator = Path(sys.executable).with_name("aggregator")
-    env = dict(os.environ, AGG_KAFKA_BOOTSTRAP_SERVERS=BOOTSTRAP, AGG_KAFKA_TOPIC=cluster.TOPIC)
-    argv = [
-        str(aggregator),
-        "produce",
-        "--rate",
-        str(rate),
-        "--duration",
-        str(duration_s),
-        "--seed",
-        str(seed),
-    ]
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-async def _ws_snapshot(within_s: float = 15.0) -> dict[str, object]:
-    """One snapshot from /ws/stats through the Service, reconnecting as a dashboard does."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            async with websockets.connect(WS_URL, open_timeout=5) as client:
-                raw = await asyncio.wait_for(client.recv(), timeout=10)
-            snapshot: dict[str, object] = json.loads(raw)
-            return snapshot
-        except (OSError, TimeoutError, websockets.WebSocketException):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-
-
 async def test_counts_through_the_service_equal_brute_force_for_both_producers(
     deployed: Deployed, kafka: KafkaServer
 ) -> None:
-    await asyncio.to_thread(_aggregator_produce, 400, 5, 11)
+    await asyncio.to_thread(aggregator_produce, 400, 5, 11)
     generator = CrashEventGenerator(random.Random(5), bad_fraction=0.05)
     lines = [
         line for line in (generator.message(time.time()) for _ in range(600)) if b"\n" not in line
     ]
     await asyncio.to_thread(_console_produce, lines)
 
-    await _assert_exact(kafka, at_least=2000)
-
-
-async def _assert_exact(
-    kafka: KafkaServer, *, at_least: int, timeout_s: float = 90, context: str = ""
-) -> None:
-    """/api/stats and /ws/stats, through the Service, equal the brute force over the topic;
-    ``context`` goes into the failure message (for instance, when a fault happened)."""
-    await asyncio.sleep(2)  # the last flush (0.5 s) and tick (1 s)
-    classified = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
-    for source in ("/api/stats", "/ws/stats"):
-        deadline = time.monotonic() + timeout_s
-        while True:
-            snapshot = (
-                await asyncio.to_thread(_stats) if source == "/api/stats" else await _ws_snapshot()
-            )
-            window = snapshot["window"]
-            assert isinstance(window, dict)
-            expected = brute_force.expected_for(
-                classified, int(window["start"]), int(window["end"])
-            )
-            found = brute_force.problems(snapshot, expected)
-            if not found:
-                break
-            assert time.monotonic() < deadline, (
-                f"{source} differs from brute force{context}: {found[:20]}"
-            )
-            await asyncio.sleep(1)
-        assert expected.count >= at_least, (source, expected.count)
+    await assert_exact(kafka, at_least=2000)
 
 
 def _hpa(deployed: Deployed, spec: dict[str, object]) -> None:
@@ -382,7 +250,7 @@ async def test_the_hpa_grows_the_deployment_under_load_and_shrinks_it_after(
     await asyncio.to_thread(deployed.wait_ready, 2)
     before = set(deployed.aggregator_pods())
     started = time.monotonic()
-    load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 6000, 120, 21))
+    load = asyncio.create_task(asyncio.to_thread(aggregator_produce, 6000, 120, 21))
     utilization = ""
     new_pod_counting_after = None
     while new_pod_counting_after is None:
@@ -427,7 +295,7 @@ async def test_the_hpa_grows_the_deployment_under_load_and_shrinks_it_after(
     await asyncio.to_thread(deployed.wait_ready, 2)
     print(f"load end to 2 pods again: {time.monotonic() - shrink_started:.1f} s (grew to {grown})")
     assert not deployed.oom_killed()
-    await _assert_exact(kafka, at_least=100_000)
+    await assert_exact(kafka, at_least=100_000)
 
 
 @pytest.mark.timeout(900)
@@ -436,9 +304,9 @@ async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefu
 ) -> None:
     _hpa(deployed, {"minReplicas": 2, "maxReplicas": 2})
     await asyncio.to_thread(deployed.wait_ready, 2)
-    watches = await _dashboards(3)
+    watches = await dashboards(3)
     try:
-        load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 1000, 150, 31))
+        load = asyncio.create_task(asyncio.to_thread(aggregator_produce, 1000, 150, 31))
         started = time.monotonic()
         epoch = watches[0].seen[-1].epoch
         await asyncio.to_thread(
@@ -480,14 +348,14 @@ async def test_a_rolling_update_keeps_every_dashboard_fed_and_hands_over_gracefu
         for watch in watches:
             await watch.stop()
     assert not deployed.oom_killed()
-    await _assert_exact(kafka, at_least=100_000)
+    await assert_exact(kafka, at_least=100_000)
 
 
 @pytest.mark.timeout(900)
 async def test_a_hazelcast_rolling_restart_mid_stream_loses_no_partial(
     deployed: Deployed, kafka: KafkaServer
 ) -> None:
-    load = asyncio.create_task(asyncio.to_thread(_aggregator_produce, 1000, 120, 41))
+    load = asyncio.create_task(asyncio.to_thread(aggregator_produce, 1000, 120, 41))
     await asyncio.sleep(10)
     restart_from = time.time()
     await asyncio.to_thread(deployed.kubectl, "rollout", "restart", "statefulset/hazelcast")
@@ -502,7 +370,7 @@ async def test_a_hazelcast_rolling_restart_mid_stream_loses_no_partial(
     # bucket numbers are epoch seconds: say when the restart and the load were
     when = f" (restart {restart_from:.0f}-{restart_to:.0f}, load end {load_end:.0f})"
     try:
-        await _assert_exact(kafka, at_least=100_000, context=when)
+        await assert_exact(kafka, at_least=100_000, context=when)
     except AssertionError as miss:
         raise AssertionError(f"{miss}\n{await _where_the_miss_is(deployed, kafka)}") from None
 
@@ -517,11 +385,11 @@ async def _where_the_miss_is(deployed: Deployed, kafka: KafkaServer) -> str:
     await asyncio.to_thread(
         deployed.node.wait_for,
         "a new leader",
-        lambda: deployed.lease_holder().rsplit("_", 1)[0] not in ("", leader),
+        lambda: deployed.lease_holder().split("_", 1)[0] not in ("", leader),
         60,
     )
     try:
-        await _assert_exact(kafka, at_least=0, timeout_s=30)
+        await assert_exact(kafka, at_least=0, timeout_s=30)
     except AssertionError as still:
         return f"a new leader's full read of the map misses too, so the map lacks them: {still}"
     return "a new leader's full read of the map is exact: only the old leader's view missed them"
