@@ -137,7 +137,7 @@ def pods_of(lease: KubernetesLease) -> KubernetesPods:
 def own_container(
     environ: Mapping[str, str],
     *,
-    cgroup_file: Path = OWN_CGROUP,
+    cgroup_file: Path | None = None,
     pid: int | None = None,
 ) -> tuple[str, str] | None:
     """(pod UID, container ID) when kubelet's reports about this process's
@@ -151,7 +151,8 @@ def own_container(
     if (os.getpid() if pid is None else pid) != 1:
         return None
     try:
-        container = container_id_from_cgroup(cgroup_file.read_text(encoding="utf-8"))
+        text = (cgroup_file or OWN_CGROUP).read_text(encoding="utf-8")
+        container = container_id_from_cgroup(text)
     except OSError:
         return None
     return None if container is None else (uid, container)
