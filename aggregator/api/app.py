@@ -7,6 +7,7 @@ in the demo also ``/api/demo/pods`` to kill, stop or restart simulated pods.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,8 +21,15 @@ from aggregator.api.backend import Backend, DemoControls
 from aggregator.api.dashboard import dashboard_dir
 from aggregator.api.metrics import AggregatorCollector
 from aggregator.core.incarnation import short_identity
-from aggregator.services.hub import SERVICE_RESTART, TRY_AGAIN_LATER
+from aggregator.services.hub import SERVICE_RESTART, TRY_AGAIN_LATER, Mailbox
 from aggregator.services.pod import Pod
+
+WS_MAX_CLIENTS = 1000
+"""Websocket clients one pod serves at most (``AGG_WS_MAX_CLIENTS``); the next
+is closed with 1013, Try Again Later, and behind the Service reaches another pod."""
+UNSUPPORTED_DATA = 1003
+"""Close code for a client that sends anything: ``/ws/stats`` only pushes."""
+NORMAL_CLOSURE = 1000
 
 
 def create_app(
@@ -29,6 +37,7 @@ def create_app(
     *,
     demo: DemoControls | None = None,
     lifespan: Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]] | None = None,
+    ws_max_clients: int = WS_MAX_CLIENTS,
 ) -> FastAPI:
     app = FastAPI(title="stream-aggregator", lifespan=lifespan)
     registry = CollectorRegistry()
@@ -92,7 +101,12 @@ def create_app(
             await socket.close(code=TRY_AGAIN_LATER)
             return
         await socket.accept()
+        if pod.hub.clients >= ws_max_clients:
+            pod.hub.refused += 1
+            await socket.close(code=TRY_AGAIN_LATER, reason="too many clients on this pod")
+            return
         mailbox = pod.hub.connect()
+        listener = asyncio.create_task(_refuse_input(socket, mailbox))
         try:
             while True:
                 message = await mailbox.next()
@@ -103,6 +117,7 @@ def create_app(
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
+            listener.cancel()
             pod.hub.disconnect(mailbox)
 
     if demo is not None:
@@ -116,6 +131,18 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=directory), name="static")
     return app
+
+
+async def _refuse_input(socket: WebSocket, mailbox: Mailbox) -> None:
+    """Read what the client sends, which should be nothing: data ends the connection
+    with 1003, a disconnect ends the sender at once (not at its next snapshot).
+    uvicorn reads no further frame until this one is taken, and its ``ws_max_size``
+    bounds the frame (wiring/serving.py), so a client never holds more than that."""
+    try:
+        message = await socket.receive()
+    except (WebSocketDisconnect, RuntimeError):
+        message = {"type": "websocket.disconnect"}
+    mailbox.close(UNSUPPORTED_DATA if message["type"] == "websocket.receive" else NORMAL_CLOSURE)
 
 
 def _demo_routes(app: FastAPI, demo: DemoControls) -> None:

@@ -65,6 +65,8 @@ class SnapshotHub:
         self.highest_epoch = -1
         self.stale_dropped = 0
         self.received = 0
+        self.refused = 0
+        """Websocket clients turned away: the pod already served its maximum."""
 
     async def start(self) -> None:
         self._subscription = await self._bus.subscribe(self.deliver)

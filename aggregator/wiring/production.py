@@ -255,7 +255,7 @@ async def _run(settings: Settings) -> int:
             await hazelcast.shutdown()
             lease.close()
 
-    app = create_app(SinglePod(pod), lifespan=lifespan)
+    app = create_app(SinglePod(pod), lifespan=lifespan, ws_max_clients=settings.ws_max_clients)
     config = server_config(
         app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level
     )

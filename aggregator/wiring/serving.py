@@ -13,6 +13,12 @@ completes the closing handshake when the server closes, so a browser receives ou
 close code (1012 on shutdown), not an abnormal 1006."""
 
 
+WS_MAX_FRAME_BYTES = 4096
+"""The largest message a websocket client may send (uvicorn closes with 1009
+above it).  Dashboards send nothing; uvicorn's default would let each client
+park 16 MiB in the pod."""
+
+
 def server_config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -21,5 +27,6 @@ def server_config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvic
         lifespan="on",
         log_level=log_level.lower(),
         ws=WEBSOCKET_PROTOCOL,
+        ws_max_size=WS_MAX_FRAME_BYTES,
         access_log=False,
     )

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # HTTP.
     http_host: str = "0.0.0.0"
     http_port: int = Field(8000, gt=0, lt=65536)
+    ws_max_clients: int = Field(1000, gt=0)
+    """Websocket clients per pod; the next is closed with 1013 (Try Again Later)."""
     log_level: str = "INFO"
 
     @field_validator("dimensions", "hazelcast_members", mode="before")

@@ -308,6 +308,37 @@ def test_autoscaling_stays_within_the_partitions_and_disruptions_go_one_by_one(
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_network_policies_admit_only_the_service_port_and_the_aggregator_to_hazelcast(
+    rendered: dict[str, list[Obj]], overlay: str
+) -> None:
+    objects = rendered[overlay]
+    aggregator_pods = one(objects, "Deployment", "stream-aggregator")["spec"]["template"]
+    members = one(objects, "StatefulSet", "hazelcast")["spec"]["template"]
+
+    own = one(objects, "NetworkPolicy", "stream-aggregator")["spec"]
+    assert (
+        own["podSelector"]["matchLabels"].items() <= aggregator_pods["metadata"]["labels"].items()
+    )
+    assert own["policyTypes"] == ["Ingress"]
+    [rule] = own["ingress"]
+    assert "from" not in rule  # the Service's clients may be anywhere
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    ports = container(one(objects, "Deployment", "stream-aggregator"), "aggregator")["ports"]
+    assert [p["name"] for p in ports] == ["http"]
+
+    guarded = one(objects, "NetworkPolicy", "hazelcast")["spec"]
+    assert guarded["podSelector"]["matchLabels"].items() <= members["metadata"]["labels"].items()
+    [rule] = guarded["ingress"]
+    sources = [peer["podSelector"]["matchLabels"] for peer in rule["from"]]
+    assert sources == [
+        {"app.kubernetes.io/name": "stream-aggregator"},
+        {"app.kubernetes.io/name": "hazelcast"},
+    ]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # this namespace only
+    assert rule["ports"] == [{"port": "hazelcast", "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
 def test_hazelcast_runs_restricted_with_its_own_discovery_rbac(
     rendered: dict[str, list[Obj]], overlay: str
 ) -> None:

@@ -197,6 +197,10 @@ async def test_run_acquires_renews_and_releases_the_lease_with_only_its_service_
             await asyncio.sleep(0.2)
             view = await leader_view()
         assert view["leader"] == acquired["holderIdentity"]
+        # The demo's controls (kill, stop, restart a simulated pod) exist only in the demo.
+        assert view["demo"] is False
+        for method, path in (("GET", "/api/demo/pods"), ("POST", "/api/demo/pods/x/kill")):
+            assert (await api.request(method, path)).status_code == 404, path
 
     # Renewed every retry period (1 s): renewTime moves, the holder does not.
     def renewed() -> dict[str, Any] | None:
