@@ -115,6 +115,7 @@ $(PEER_STAMP): bench/peer-requirements.txt
 bench: $(BENCH_STAMP) $(PEER_STAMP) infra-install infra-up
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.map_phases
+	$(BIN)/python -m bench.ws_clients
 	BENCH_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/python -m bench.suite
 
 clean:

@@ -135,7 +135,7 @@ class Deployed:
     def kubectl(self, *args: str, timeout_s: float = 120.0) -> str:
         return self.node.ok("-n", self.namespace, *args, timeout_s=timeout_s)
 
-    def _aggregator_pod_objects(self) -> list[dict[str, Any]]:
+    def aggregator_pod_objects(self) -> list[dict[str, Any]]:
         listed = json.loads(
             self.kubectl(
                 "get", "pods", "-l", "app.kubernetes.io/name=stream-aggregator", "-o", "json"
@@ -148,7 +148,7 @@ class Deployed:
         """The running aggregator pods that are not being deleted."""
         return sorted(
             pod["metadata"]["name"]
-            for pod in self._aggregator_pod_objects()
+            for pod in self.aggregator_pod_objects()
             if pod["status"].get("phase") == "Running"
             and not pod["metadata"].get("deletionTimestamp")
         )
@@ -157,7 +157,7 @@ class Deployed:
         """The aggregator containers whose last run ended in an OOM kill (kubelet's view)."""
         return sorted(
             f"{pod['metadata']['name']} (restarts {status.get('restartCount', 0)})"
-            for pod in self._aggregator_pod_objects()
+            for pod in self.aggregator_pod_objects()
             for status in pod["status"].get("containerStatuses", [])
             if status.get("lastState", {}).get("terminated", {}).get("reason") == "OOMKilled"
         )

@@ -110,3 +110,28 @@ def test_demo_kill_and_restart(client: TestClient) -> None:
     assert client.post("/api/demo/pods/nope/kill").status_code == 404
     restarted = client.post("/api/demo/pods/pod-1/restart").json()
     assert all(p["alive"] for p in restarted["pods"])
+
+
+FUZZ_SEGMENTS = [
+    "api", "stats", "leader", "members", "demo", "pods", "pod-0", "pod-1", "kill", "stop",
+    "restart", "ws", "static", "metrics", "healthz", "readyz", "..", "%2e%2e", "%00", "%ff",
+    "x" * 300, "ä", "☃", "%", "%%", ";", "'", '"', "<script>", "index.html", "app.js", "",
+]  # fmt: skip
+FUZZ_QUERIES = ["", "?", "?a=1", "?a", "?=", "?%zz", "?a=" + "b" * 5000, "?x=%00&y=☃", "?&&&"]
+
+
+def test_no_request_path_or_query_string_makes_a_500(client: TestClient) -> None:
+    """A short fuzz of what a browser or a scanner may send: never a server error."""
+    import random
+
+    rng = random.Random(16)
+    tried = 0
+    for _ in range(400):
+        path = "/" + "/".join(rng.choice(FUZZ_SEGMENTS) for _ in range(rng.randint(0, 4)))
+        path = "/" + path.lstrip("/")  # "//x" would name a host, not a path
+        url = path + rng.choice(FUZZ_QUERIES)
+        method = rng.choice(["GET", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"])
+        answer = client.request(method, url)
+        tried += 1
+        assert answer.status_code < 500, (method, url, answer.status_code, answer.text[:200])
+    assert tried == 400
