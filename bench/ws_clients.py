@@ -1,7 +1,9 @@
 """What websocket clients cost a pod, and whether the ones that never read hold memory.
 
-``aggregator demo`` runs in a child process (its front pod publishes a real
-snapshot every second).  The benchmark samples the child's RSS with no client
+A child process serves the real API (``create_app`` over a pod on memory
+adapters, behind the project's uvicorn configuration) and publishes a snapshot of
+``--snapshot-kib`` every second through the pod's hub, as a leader's tick does;
+nothing else in it grows.  The benchmark samples the child's RSS with no client
 (the baseline, in the same run), then connects ``--clients`` websocket clients to
 ``/ws/stats``, of which ``--stalled`` never read: their client library stops
 reading its socket after one message, so the pod's sends to them back up as they
@@ -20,7 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
+import itertools
+import json
 import resource
 import socket
 import subprocess
@@ -147,23 +150,62 @@ async def measure(
     }
 
 
+def serve(port: int, snapshot_kib: int) -> None:
+    """The child: one pod's API on loopback, a snapshot through its hub every second."""
+    import random
+
+    import uvicorn
+
+    from aggregator.api.app import create_app
+    from aggregator.ports.bus import Published
+    from aggregator.wiring.serving import server_config
+    from harness.memory_pod import OnePod, memory_pod
+
+    pod = memory_pod()
+    rng = random.Random(7)
+    keys = [f"app-{n}" for n in range(snapshot_kib * 1024 // 40)]
+    app = create_app(OnePod(pod))
+
+    async def publish() -> None:
+        for tick in itertools.count():
+            rows = [{"key": key, "count": rng.randrange(10**6)} for key in keys]
+            body = json.dumps({"schema": 1, "tick": tick, "by": {"app": rows}}).encode()
+            pod.hub.deliver(Published(0, "bench_pod", float(tick), body))
+            await asyncio.sleep(1)
+
+    async def main() -> None:
+        server = uvicorn.Server(
+            server_config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        publisher = asyncio.create_task(publish())
+        await server.serve()
+        publisher.cancel()
+
+    asyncio.run(main())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--stalled", type=int, default=100)
     parser.add_argument("--hold", type=float, default=60.0)
+    parser.add_argument("--snapshot-kib", type=int, default=32)
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve is not None:
+        serve(args.serve, args.snapshot_kib)
+        return 0
     _raise_file_limit(2 * args.clients + 512)
     port = _free_port()
-    aggregator = Path(sys.executable).with_name("aggregator")
-    env = dict(os.environ, AGG_LOG_LEVEL="WARNING")
     demo = subprocess.Popen(
-        [str(aggregator), "demo", "--port", str(port), "--seed", "7"],
-        env=env,
+        [
+            sys.executable, "-m", "bench.ws_clients",
+            "--serve", str(port), "--snapshot-kib", str(args.snapshot_kib),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-    )
+    )  # fmt: skip
     try:
         _wait_for_stats(port)
         figures = asyncio.run(measure(port, demo.pid, args.clients, args.stalled, args.hold))
@@ -175,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             demo.kill()
     print(
         f"websocket clients on one pod: {args.clients} ({args.stalled} never read), "
-        f"held {args.hold:.0f} s"
+        f"held {args.hold:.0f} s, a {args.snapshot_kib} KiB snapshot every second"
     )
     print(f"  RSS without clients (baseline): {figures['baseline_mib']:.1f} MiB")
     print(f"  RSS with the clients:           {figures['with_clients_mib']:.1f} MiB")

@@ -8,55 +8,17 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from aggregator.adapters.memory.bus import MemoryBus
-from aggregator.adapters.memory.clock import ManualClock
-from aggregator.adapters.memory.lease import MemoryLeaseClient, MemoryLeaseServer
-from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
-from aggregator.adapters.memory.members import MemoryMembers
-from aggregator.adapters.memory.store import MemoryFeed, MemoryStoreClient, MemoryStoreServer
 from aggregator.api.app import create_app
-from aggregator.core.accumulate import FoldSettings
-from aggregator.core.election import ElectionTimings
-from aggregator.core.events import EventSchema
 from aggregator.services import pod as pod_module
 from aggregator.services.elector import Elector
 from aggregator.services.map_stage import MapStage
-from aggregator.services.pod import Pod, PodPorts, PodSettings
-from aggregator.services.reduce_stage import ReduceSettings
-
-
-class OnePod:
-    def __init__(self, pod: Pod) -> None:
-        self.pod = pod
-
-    def front(self) -> Pod | None:
-        return self.pod
-
-    def pods(self) -> list[Pod]:
-        return [self.pod]
+from aggregator.services.pod import Pod
+from harness.memory_pod import OnePod, memory_pod
 
 
 @pytest.fixture
 def pod() -> Pod:
-    clock = ManualClock()
-    schema = EventSchema()
-    store = MemoryStoreServer(clock, ttl_s=600)
-    ports = PodPorts(
-        source=MemoryConsumer(MemoryLog(clock, partitions=1), "g", "m"),
-        store=MemoryStoreClient(store),
-        feed=MemoryFeed(store),
-        lease=MemoryLeaseClient(MemoryLeaseServer(), clock=clock),
-        bus=MemoryBus(),
-        registry=MemoryMembers(clock),
-        clock=clock,
-    )
-    settings = PodSettings(
-        fold=FoldSettings(schema, 1, 60, 10.0, 60.0, 65536),
-        reduce=ReduceSettings(schema.dimensions, 60, 1, 0.25, 5),
-        flush_interval_s=0.2,
-        timings=ElectionTimings(3.0, 2.0, 0.5),
-    )
-    return Pod("pod-0", ports, settings)
+    return memory_pod()
 
 
 @pytest.fixture

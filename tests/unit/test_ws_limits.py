@@ -13,57 +13,15 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from aggregator.adapters.memory.bus import MemoryBus
-from aggregator.adapters.memory.clock import ManualClock
-from aggregator.adapters.memory.lease import MemoryLeaseClient, MemoryLeaseServer
-from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
-from aggregator.adapters.memory.members import MemoryMembers
-from aggregator.adapters.memory.store import MemoryFeed, MemoryStoreClient, MemoryStoreServer
 from aggregator.api.app import UNSUPPORTED_DATA, create_app
-from aggregator.core.accumulate import FoldSettings
-from aggregator.core.election import ElectionTimings
-from aggregator.core.events import EventSchema
 from aggregator.ports.bus import Published
 from aggregator.services.hub import TRY_AGAIN_LATER
-from aggregator.services.pod import Pod, PodPorts, PodSettings
-from aggregator.services.reduce_stage import ReduceSettings
+from aggregator.services.pod import Pod
 from aggregator.wiring.serving import WS_MAX_FRAME_BYTES, server_config
+from harness.memory_pod import OnePod, memory_pod
 
 MAX_CLIENTS = 3
 MESSAGE_TOO_BIG = 1009
-
-
-class OnePod:
-    def __init__(self, pod: Pod) -> None:
-        self.pod = pod
-
-    def front(self) -> Pod | None:
-        return self.pod
-
-    def pods(self) -> list[Pod]:
-        return [self.pod]
-
-
-def memory_pod() -> Pod:
-    clock = ManualClock()
-    schema = EventSchema()
-    store = MemoryStoreServer(clock, ttl_s=600)
-    ports = PodPorts(
-        source=MemoryConsumer(MemoryLog(clock, partitions=1), "g", "m"),
-        store=MemoryStoreClient(store),
-        feed=MemoryFeed(store),
-        lease=MemoryLeaseClient(MemoryLeaseServer(), clock=clock),
-        bus=MemoryBus(),
-        registry=MemoryMembers(clock),
-        clock=clock,
-    )
-    settings = PodSettings(
-        fold=FoldSettings(schema, 1, 60, 10.0, 60.0, 65536),
-        reduce=ReduceSettings(schema.dimensions, 60, 1, 0.25, 5),
-        flush_interval_s=0.2,
-        timings=ElectionTimings(3.0, 2.0, 0.5),
-    )
-    return Pod("pod-0", ports, settings)
 
 
 class Served:
