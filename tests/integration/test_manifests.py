@@ -582,10 +582,10 @@ def test_the_service_account_may_use_its_lease_and_nothing_else(
     denied = [
         ("delete", "pods", "-n", ns),
         ("list", "pods", "-n", ns),
-        ("update", "pods/status", "-n", ns),
+        ("update", "pods", "--subresource=status", "-n", ns),
         ("patch", "pods", "-n", ns),
-        ("get", "pods/log", "-n", ns),
-        ("create", "pods/exec", "-n", ns),
+        ("get", "pods", "--subresource=log", "-n", ns),
+        ("create", "pods", "--subresource=exec", "-n", ns),
         ("get", "secrets", "-n", ns),
         ("list", "secrets", "-n", ns),
         ("get", "configmaps", "-n", ns),
