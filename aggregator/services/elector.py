@@ -232,10 +232,11 @@ class Elector:
         try:
             await self._leading.end("the elector is stopping")
             await self._release()
-            if self._witness is not None:
-                await self._witness.close()
         except Exception:  # never leave a shutdown half done on a surprise
             self._log.exception("Leader election shutdown failed")
+        finally:
+            if self._witness is not None:  # after the release, which observes the lease
+                await self._witness.close()
         self._log.info("Left leader election for lease %s", self._client.description)
 
     # -- the loop -------------------------------------------------------------------
