@@ -189,13 +189,19 @@ class Deployed:
         return pid
 
     def network_namespace(self, pod: str) -> str:
-        """The path of the pod's network namespace on the host."""
-        sandbox = subprocess.run(
-            [*servers.crictl(), "pods", "--namespace", self.namespace, "--name", pod, "-q"],
+        """The path of the pod's network namespace on the host: its ready sandbox,
+        found by the pod's UID (``--name`` is a pattern, and the runtime may still
+        list sandboxes of earlier runs)."""
+        uid = self.kubectl("get", "pod", pod, "-o", "jsonpath={.metadata.uid}").strip()
+        [sandbox] = subprocess.run(
+            [
+                *servers.crictl(), "pods", "--label", f"io.kubernetes.pod.uid={uid}",
+                "--state", "ready", "-q",
+            ],
             capture_output=True,
             text=True,
             check=True,
-        ).stdout.split()[0]
+        ).stdout.split()  # fmt: skip
         inspected = subprocess.run(
             [*servers.crictl(), "inspectp", sandbox], capture_output=True, text=True, check=True
         )

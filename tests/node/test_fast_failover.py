@@ -238,6 +238,12 @@ async def test_an_oom_killed_leader_is_replaced_within_3_s(deployed: Deployed) -
 # -- safety ----------------------------------------------------------------------------
 
 
+def _renew_time(deployed: Deployed) -> str:
+    return deployed.kubectl(
+        "get", "lease", "stream-aggregator", "-o", "jsonpath={.spec.renewTime}"
+    ).strip()
+
+
 def _nsenter(netns: str, *argv: str) -> None:
     done = subprocess.run(
         ["nsenter", f"--net={netns}", *argv], capture_output=True, text=True, check=False
@@ -268,6 +274,52 @@ async def test_a_leader_cut_from_the_api_server_is_replaced_only_at_expiry(
         assert first.at - cut >= EXPIRY_AT_LEAST_S, first.at - cut  # no proof, no early takeover
         assert last_old - cut <= RENEW_DEADLINE_S + 1.5, last_old - cut  # it stepped down
         assert first.at - last_old >= FENCE_GAP_S  # it stopped well before the new one began
+    await asyncio.to_thread(deployed.wait_ready, 2)
+
+
+async def test_every_pod_cut_from_the_api_server_publishes_nothing_then_one_leads(
+    deployed: Deployed,
+) -> None:
+    """Longer than a lease without the API server: once the leader's renew deadline has
+    passed nobody publishes (the dashboards keep the last snapshot: stale, not
+    wrong); after the heal exactly one pod leads.  That may be the old leader in
+    its old term, when it reaches the lease first and finds itself its holder (as
+    client-go's elector would), or a follower under a higher epoch."""
+    rule = ["OUTPUT", "-d", API_SERVER, "-j", "DROP"]
+    async with _watched() as watches:
+        _, epoch = await _settled(deployed, watches)
+        pods = await asyncio.to_thread(deployed.aggregator_pods)
+        spaces = [await asyncio.to_thread(deployed.network_namespace, pod) for pod in pods]
+        for netns in spaces:
+            await asyncio.to_thread(_nsenter, netns, "iptables", "-I", *rule)
+        cut = time.monotonic()
+        try:
+            await asyncio.sleep(RETRY_S)  # a renewal already on its way may still land
+            renewed = await asyncio.to_thread(_renew_time, deployed)
+            await asyncio.sleep(LEASE_S)
+            assert await asyncio.to_thread(_renew_time, deployed) == renewed, "the cut did not take"
+        finally:
+            for netns in spaces:
+                await asyncio.to_thread(_nsenter, netns, "iptables", "-D", *rule)
+        healed = time.monotonic()
+        await asyncio.gather(
+            *(w.wait_for("after the heal", lambda s: s.at > healed, LEASE_S + 20) for w in watches)
+        )
+        await asyncio.sleep(3 * RETRY_S)
+        seen = [s for watch in watches for s in watch.seen if s.at >= cut]
+    first = min((s for s in seen if s.at > healed), key=lambda s: s.at)
+    last_old = max(s.at for s in seen if s.at < healed)
+    silent = [s for s in seen if cut + RENEW_DEADLINE_S + 1.5 < s.at < healed]
+    print(
+        f"\nevery pod cut from the API server for {healed - cut:.1f} s: the last snapshot "
+        f"{last_old - cut:.2f} s after the cut, epoch {first.epoch} (was {epoch}) "
+        f"{first.at - healed:.2f} s after the heal"
+    )
+    assert silent == [], silent[:3]  # nobody published without a lease
+    after = {(s.epoch, s.leader) for s in seen if s.at >= first.at}
+    assert len({epoch for epoch, _ in after}) == len(after)  # one publisher per epoch
+    assert len(after) == 1, after  # and one leader since the heal
+    assert first.epoch >= epoch
     await asyncio.to_thread(deployed.wait_ready, 2)
 
 
