@@ -2,59 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aggregator.adapters.memory.bus import MemoryBus
-from aggregator.adapters.memory.clock import ManualClock
-from aggregator.adapters.memory.lease import MemoryLeaseClient, MemoryLeaseServer
-from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
-from aggregator.adapters.memory.members import MemoryMembers
-from aggregator.adapters.memory.store import MemoryFeed, MemoryStoreClient, MemoryStoreServer
 from aggregator.api.metrics import AggregatorCollector
-from aggregator.core.accumulate import FoldSettings
-from aggregator.core.election import ElectionTimings
-from aggregator.core.events import EventSchema
-from aggregator.services.pod import Pod, PodPorts, PodSettings
-from aggregator.services.reduce_stage import ReduceSettings
-
-
-class OnePod:
-    """The ``Backend`` of a process with a single pod."""
-
-    def __init__(self, pod: Pod) -> None:
-        self._pod = pod
-
-    def front(self) -> Pod | None:
-        return self._pod
-
-    def pods(self) -> Sequence[Pod]:
-        return [self._pod]
-
-
-def make_pod() -> Pod:
-    """A pod on the memory adapters, never started: only its counters are read."""
-    clock = ManualClock()
-    schema = EventSchema()
-    store = MemoryStoreServer(clock, ttl_s=600)
-    ports = PodPorts(
-        source=MemoryConsumer(MemoryLog(clock), "group", "member"),
-        store=MemoryStoreClient(store),
-        feed=MemoryFeed(store),
-        lease=MemoryLeaseClient(MemoryLeaseServer(), name="lease", namespace="ns", clock=clock),
-        bus=MemoryBus(),
-        registry=MemoryMembers(clock),
-        clock=clock,
-    )
-    settings = PodSettings(
-        fold=FoldSettings(schema, 1, 60, 10.0, 60.0, 65536),
-        reduce=ReduceSettings(schema.dimensions, 60, 1, 1.0, 5),
-        flush_interval_s=0.5,
-        timings=ElectionTimings(15.0, 10.0, 2.0),
-    )
-    return Pod("pod-0", ports, settings, identity="pod-0_abcde")
+from harness.memory_pod import OnePod, memory_pod
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -67,7 +19,7 @@ def test_the_tick_sum_covers_every_tick_however_many() -> None:
     # Prometheus takes _sum and _count as cumulative: a _sum that falls back
     # while _count grows reads as a counter reset, and rate(_sum)/rate(_count)
     # as a negative or absurd mean tick time.
-    pod = make_pod()
+    pod = memory_pod()
     registry = CollectorRegistry()
     registry.register(AggregatorCollector(OnePod(pod)))
     ticks = 2500
@@ -80,7 +32,7 @@ def test_the_tick_sum_covers_every_tick_however_many() -> None:
 def test_flush_and_tick_durations_are_histograms_with_buckets_around_their_targets() -> None:
     # Histograms, not summaries: bucket counts of every pod add up, so a p99
     # over the deployment is histogram_quantile(0.99, sum by (le) (rate(...))).
-    pod = make_pod()
+    pod = memory_pod()
     registry = CollectorRegistry()
     registry.register(AggregatorCollector(OnePod(pod)))
     for seconds in (0.004, 0.05, 0.06, 3.0):  # 0.05: the p99 target, on a bound
