@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from aggregator.services.hub import SERVICE_RESTART
-from aggregator.wiring.serving import server_config
+from harness.loopback import served_on_loopback
 
 LOAD_WITH_WARNINGS_AS_ERRORS = """
 import warnings
@@ -62,19 +61,13 @@ async def test_a_close_from_the_server_reaches_the_client_with_its_code() -> Non
         await socket.send_text("hello")
         await socket.close(code=SERVICE_RESTART)
 
-    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=0, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-                await asyncio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with connect(f"ws://127.0.0.1:{port}/ws") as client:
-                assert await client.recv() == "hello"
-                with pytest.raises(ConnectionClosed) as closed:
-                    await client.recv()
-        assert closed.value.rcvd is not None, "closed without a close frame (1006)"
-        assert closed.value.rcvd.code == SERVICE_RESTART
-    finally:
-        server.should_exit = True
-        await serving
+    async with (
+        served_on_loopback(app) as port,
+        asyncio.timeout(10),
+        connect(f"ws://127.0.0.1:{port}/ws") as client,
+    ):
+        assert await client.recv() == "hello"
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.recv()
+    assert closed.value.rcvd is not None, "closed without a close frame (1006)"
+    assert closed.value.rcvd.code == SERVICE_RESTART

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -17,7 +16,8 @@ from aggregator.api.app import UNSUPPORTED_DATA, create_app
 from aggregator.ports.bus import Published
 from aggregator.services.hub import TRY_AGAIN_LATER
 from aggregator.services.pod import Pod
-from aggregator.wiring.serving import WS_MAX_FRAME_BYTES, server_config
+from aggregator.wiring.serving import WS_MAX_FRAME_BYTES
+from harness.loopback import served_on_loopback
 from harness.memory_pod import OnePod, memory_pod
 
 MAX_CLIENTS = 3
@@ -36,17 +36,8 @@ class Served:
 @pytest.fixture
 async def served() -> AsyncIterator[Served]:
     pod = memory_pod()
-    app = create_app(OnePod(pod), ws_max_clients=MAX_CLIENTS)
-    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=0, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
-                await asyncio.sleep(0.01)
-        yield Served(pod, server.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server.should_exit = True
-        await serving
+    async with served_on_loopback(create_app(OnePod(pod), ws_max_clients=MAX_CLIENTS)) as port:
+        yield Served(pod, port)
 
 
 async def close_code(client: ClientConnection) -> int | None:
