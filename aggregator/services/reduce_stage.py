@@ -4,25 +4,32 @@ publish the snapshot, stamped with the leader's fencing epoch.
 It first reads every stored partial, then only the ones that changed, so a tick
 costs what changed.  Before each publish it asks the elector whether it still
 leads with this epoch (and renewed recently enough); if not, it stays silent.
+
+A leader that has published nothing for ``stall_s`` because the store or the
+bus does not answer (say Hazelcast is cut off from this pod alone) raises
+``StepDown``: renewing a lease it cannot use would starve every dashboard for
+as long as the cut lasts, while a pod that can reach the store is waiting.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from aggregator.core.partial import Partial
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published, SnapshotBus
 from aggregator.ports.clock import Clock
-from aggregator.ports.store import PartialFeed, StoreUnavailable
+from aggregator.ports.store import PartialFeed, PartialKey, StoreUnavailable
 from aggregator.services.durations import TICK_BOUNDS, Durations
-from aggregator.services.retry import Backoff, retry
+from aggregator.services.leading import StepDown
+from aggregator.services.retry import Backoff
 
 FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
 
@@ -34,6 +41,8 @@ class ReduceSettings:
     bucket_seconds: int
     tick_s: float
     top_n: int
+    stall_s: float = 5.0
+    """Give the lease up after this long without a published snapshot."""
 
 
 @dataclass
@@ -74,6 +83,8 @@ class ReduceStage:
         self._log = logger or logging.getLogger("aggregator.reduce")
         self.stats = ReduceStats()
         self._leading_since = 0.0
+        self._published_at = 0.0
+        """Monotonic: the last publish, or the start of the term."""
 
     async def run(self, epoch: int) -> None:
         """Reduce and publish until cancelled (the elector cancels it on demotion)."""
@@ -83,14 +94,9 @@ class ReduceStage:
         )
         self._log.info("reducing as %s with epoch %d", self._identity, epoch)
         self._leading_since = self._clock.time()
+        self._published_at = self._clock.monotonic()
         try:
-            loaded = await retry(
-                self._feed.open,
-                errors=StoreUnavailable,
-                backoff=FEED_OPEN_BACKOFF,
-                clock=self._clock,
-                on_error=self._store_failed,
-            )
+            loaded = await self._open_feed()
             for key, partial in loaded:
                 window.apply(key, partial)
             while True:
@@ -105,6 +111,7 @@ class ReduceStage:
             changes = await self._feed.changes()
         except StoreUnavailable as error:
             self._log.warning("store unavailable; snapshot not refreshed: %s", error)
+            self._give_up_if_stalled(error)
             return
         for key, partial in changes:
             window.apply(key, partial)
@@ -130,13 +137,30 @@ class ReduceStage:
         except StoreUnavailable as error:
             self.stats.publish_failures += 1
             self._log.warning("snapshot not published, the bus is unavailable: %s", error)
+            self._give_up_if_stalled(error)
             return
         self.stats.published += 1
+        self._published_at = self._clock.monotonic()
+
+    async def _open_feed(self) -> Iterable[tuple[PartialKey, Partial]]:
+        delays = FEED_OPEN_BACKOFF.delays()
+        while True:
+            try:
+                return await self._feed.open()
+            except StoreUnavailable as error:
+                self._log.warning("store unavailable for the reducer, retrying: %s", error)
+                self._give_up_if_stalled(error)
+            await self._clock.sleep(next(delays))
+
+    def _give_up_if_stalled(self, error: StoreUnavailable) -> None:
+        silent = self._clock.monotonic() - self._published_at
+        if silent >= self._settings.stall_s:
+            raise StepDown(
+                f"no snapshot published for {silent:.1f} s (limit {self._settings.stall_s:g} s), "
+                f"the store does not answer: {error}"
+            )
 
     async def _sleep_to_next_tick(self) -> None:
         tick = self._settings.tick_s
         now = self._clock.time()
         await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
-
-    def _store_failed(self, error: Exception, delay: float) -> None:
-        self._log.warning("store unavailable for the reducer, retrying: %s", error)
