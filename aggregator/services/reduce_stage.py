@@ -13,6 +13,7 @@ as long as the cut lasts, while a pod that can reach the store is waiting.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,13 +26,14 @@ from aggregator.core.partial import Partial
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published, SnapshotBus
-from aggregator.ports.clock import Clock
+from aggregator.ports.clock import Clock, wait_first
 from aggregator.ports.store import PartialFeed, PartialKey, StoreUnavailable
 from aggregator.services.durations import TICK_BOUNDS, Durations
 from aggregator.services.leading import StepDown
 from aggregator.services.retry import Backoff
 
 FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
+PUBLISH_AT_LEAST_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class ReduceStage:
             loaded = await self._open_feed()
             for key, partial in loaded:
                 window.apply(key, partial)
+            self._published_at = self._clock.monotonic()  # a long first read is no stall
             while True:
                 await self.tick(window, epoch)
                 await self._sleep_to_next_tick()
@@ -132,8 +135,9 @@ class ReduceStage:
         if self._leading_epoch() != epoch:
             self.stats.withheld += 1
             return
+        message = Published(epoch, self._identity, now, orjson.dumps(snapshot))
         try:
-            await self._bus.publish(Published(epoch, self._identity, now, orjson.dumps(snapshot)))
+            await self._publish_by_the_stall_limit(message)
         except StoreUnavailable as error:
             self.stats.publish_failures += 1
             self._log.warning("snapshot not published, the bus is unavailable: %s", error)
@@ -141,6 +145,17 @@ class ReduceStage:
             return
         self.stats.published += 1
         self._published_at = self._clock.monotonic()
+
+    async def _publish_by_the_stall_limit(self, message: Published) -> None:
+        """Publish; a call that hangs (packets dropped, not refused) is abandoned
+        when the stall limit is reached, so a cut-off leader steps down on time."""
+        left = self._published_at + self._settings.stall_s - self._clock.monotonic()
+        allowed = max(left, PUBLISH_AT_LEAST_S)  # after a slow tick, a publish still gets a go
+        publish = asyncio.ensure_future(self._bus.publish(message))
+        if not await wait_first(self._clock, allowed, publish):
+            publish.cancel()
+            raise StoreUnavailable(f"the publish got no answer within {allowed:.1f} s")
+        publish.result()
 
     async def _open_feed(self) -> Iterable[tuple[PartialKey, Partial]]:
         delays = FEED_OPEN_BACKOFF.delays()

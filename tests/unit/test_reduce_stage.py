@@ -166,3 +166,37 @@ async def test_a_leader_whose_feed_never_opens_steps_down_at_the_stall_limit() -
     with pytest.raises(StepDown):
         task.result()
     assert 5.0 <= clock.monotonic() <= 5.0 + 5.0  # the backoff's ceiling past the limit
+
+
+class HangingBus(MemoryBus):
+    """A bus whose publishes get no answer once ``hang`` is set: dropped packets."""
+
+    hang = False
+
+    async def publish(self, message: Published) -> None:
+        if self.hang:
+            await asyncio.get_running_loop().create_future()
+        await super().publish(message)
+
+
+async def test_a_publish_that_gets_no_answer_is_abandoned_at_the_stall_limit() -> None:
+    clock = ManualClock()
+    bus = HangingBus()
+    stage = ReduceStage(
+        MemoryFeed(MemoryStoreServer(clock, ttl_s=600)),
+        bus,
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
+        identity="pod_a",
+        leading_epoch=lambda: 3,
+    )
+    task = asyncio.create_task(stage.run(3))
+    await clock.advance(2.0)
+    assert stage.stats.published >= 2
+    bus.hang = True
+    last = clock.monotonic()
+    while not task.done() and clock.monotonic() - last < 20:
+        await clock.advance(0.25)
+    with pytest.raises(StepDown, match="the publish got no answer"):
+        task.result()
+    assert clock.monotonic() - last <= 5.0 + 0.5  # not a further tick or timeout later
