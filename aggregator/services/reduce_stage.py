@@ -34,6 +34,7 @@ from aggregator.services.retry import Backoff
 
 FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
 PUBLISH_AT_LEAST_S = 1.0
+FEED_CLOSE_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,8 @@ class ReduceStage:
         self._leading_since = 0.0
         self._published_at = 0.0
         """Monotonic: the last publish, or the start of the term."""
+        self._closing: set[asyncio.Future[None]] = set()
+        """Feed closes still under way (kept referenced until they finish)."""
 
     async def run(self, epoch: int) -> None:
         """Reduce and publish until cancelled (the elector cancels it on demotion)."""
@@ -106,7 +109,23 @@ class ReduceStage:
                 await self.tick(window, epoch)
                 await self._sleep_to_next_tick()
         finally:
-            await self._feed.close()
+            await self._close_feed()
+
+    async def _close_feed(self) -> None:
+        """Close the feed, waiting at most ``FEED_CLOSE_WAIT_S``: closing removes a
+        listener on the cluster, which a leader cut off from it would wait for up to
+        a whole call timeout before the lease could go to a pod that can publish.
+        A close that takes longer goes on in the background."""
+        closing = asyncio.ensure_future(self._feed.close())
+        if not await wait_first(self._clock, FEED_CLOSE_WAIT_S, closing):
+            self._log.warning(
+                "the feed did not close within %g s; leaving it to close by itself",
+                FEED_CLOSE_WAIT_S,
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            return
+        closing.result()
 
     async def tick(self, window: RollingWindow, epoch: int) -> None:
         started = self._clock.monotonic()

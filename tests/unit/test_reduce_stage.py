@@ -200,3 +200,36 @@ async def test_a_publish_that_gets_no_answer_is_abandoned_at_the_stall_limit() -
     with pytest.raises(StepDown, match="the publish got no answer"):
         task.result()
     assert clock.monotonic() - last <= 5.0 + 0.5  # not a further tick or timeout later
+
+
+async def test_a_leader_stepping_down_does_not_wait_for_a_feed_that_cannot_close() -> None:
+    # Closing the feed removes a listener on the cluster; cut off from it, that call
+    # would hang for a whole call timeout and hold the lease back from a pod that
+    # can publish.
+    clock = ManualClock()
+    closed = asyncio.Event()
+
+    class StuckFeed(MemoryFeed):
+        async def close(self) -> None:
+            await closed.wait()
+
+    bus = HangingBus()
+    stage = ReduceStage(
+        StuckFeed(MemoryStoreServer(clock, ttl_s=600)),
+        bus,
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
+        identity="pod_a",
+        leading_epoch=lambda: 3,
+    )
+    task = asyncio.create_task(stage.run(3))
+    await clock.advance(1.0)
+    bus.hang = True
+    cut = clock.monotonic()
+    while not task.done() and clock.monotonic() - cut < 20:
+        await clock.advance(0.1)
+    with pytest.raises(StepDown):
+        task.result()
+    assert clock.monotonic() - cut <= 5.0 + 0.5 + 0.2  # the stall, then at most 0.5 s
+    closed.set()  # the close finishes later, by itself
+    await asyncio.sleep(0)
