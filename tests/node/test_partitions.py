@@ -255,8 +255,8 @@ async def test_a_leader_cut_from_kafka_loses_its_partitions_and_keeps_leading(
                 assert time.monotonic() - cut < 60, "the cut pod's partitions never moved"
                 await asyncio.sleep(0.5)
             moved_at = time.monotonic()
-            taken = await asyncio.to_thread(_owned_by, other)
             await asyncio.sleep(max(0.0, cut + 30 - time.monotonic()))
+            taken = await asyncio.to_thread(_owned_by, other)  # members heartbeat every few s
         healed = time.monotonic()
         await _until(f"{leader} ready", lambda: deployed.pod_ready(leader), 90)
         await load
