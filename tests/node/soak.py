@@ -35,6 +35,8 @@ class ClusterSample:
     at: float
     entries: int
     lag: int
+    epoch: int
+    """The Lease's leaseTransitions."""
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,13 @@ def _hazelcast_members(deployed: Deployed) -> list[str]:
     return [f"{ip}:5701" for ip in ips if ip.startswith("10.244.")]
 
 
+def _epoch(deployed: Deployed) -> int:
+    raw = deployed.kubectl(
+        "get", "lease", "stream-aggregator", "-o", "jsonpath={.spec.leaseTransitions}"
+    )
+    return int(raw.strip() or 0)
+
+
 async def _entries(client: object) -> int:
     partials = await client.get_map("partials.default")  # type: ignore[attr-defined]
     size: int = await partials.size()
@@ -162,7 +169,12 @@ async def _sampler(
                     ends = await end_offsets(kafka.bootstrap, cluster.TOPIC)
                     offsets = await committed()
                     lag = sum(max(0, end - offsets.get(p, 0)) for p, end in ends.items())
-                    record.cluster.append(ClusterSample(at, await _entries(hazelcast), lag))
+                    epoch = await asyncio.to_thread(_epoch, deployed)
+                    if record.cluster and epoch != record.cluster[-1].epoch:
+                        holder = await asyncio.to_thread(deployed.lease_holder)
+                        record.note(at, f"epoch {epoch}: {holder.split('_', 1)[0]} leads")
+                    sample = ClusterSample(at, await _entries(hazelcast), lag, epoch)
+                    record.cluster.append(sample)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(done.wait(), SAMPLE_EVERY_S)
     finally:
@@ -245,6 +257,9 @@ async def test_three_pods_under_load_with_faults_stay_exact_and_flat(
     assert problems == [], problems[:10]  # one publisher per epoch, never an event twice
     kills = sum("killed" in what for _, what in record.events)
     assert kills >= max(1, int(duration_s // KILL_EVERY_S) - 1), record.events
+    # one new leader per kill: the Hazelcast restart made nobody step down
+    epochs = record.cluster[-1].epoch - record.cluster[0].epoch
+    assert epochs == kills, record.events
     assert record.cluster, "no cluster sample"
     entry_bound = PARTITIONS * (RETENTION_S + 60)
     assert max(c.entries for c in record.cluster) <= entry_bound, entry_bound
