@@ -139,8 +139,11 @@ class Openssl:
         usage: str,
         names: tuple[str, ...] = (),
         ca: str = "ca",
+        days: str = DAYS,
     ) -> None:
-        """``<name>.key`` and ``<name>.crt`` signed by ``<ca>``; usage: serverAuth or clientAuth."""
+        """``<name>.key`` and ``<name>.crt`` signed by ``<ca>``; usage: serverAuth or clientAuth.
+
+        ``days`` below zero makes a certificate that has already expired (for tests)."""
         self.ec_key(f"{name}.key")
         self.run("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
         extensions = (
@@ -153,7 +156,7 @@ class Openssl:
         (self.directory / f"{name}.ext").write_text(extensions)
         self.run(
             "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-sha256", "-days", DAYS,
+            "-CAcreateserial", "-sha256", "-days", days,
             "-extfile", f"{name}.ext", "-out", f"{name}.crt",
         )  # fmt: skip
 

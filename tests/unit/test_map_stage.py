@@ -29,6 +29,9 @@ class CollectingDeadLetters:
         """How many dead letters each call was given, failed calls included."""
         self.failing = False
 
+    async def start(self) -> None:
+        pass
+
     async def send_many(self, items: Sequence[tuple[SourceRecord, str]]) -> None:
         self.offered.append(len(items))
         if self.failing:
