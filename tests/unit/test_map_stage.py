@@ -17,9 +17,15 @@ from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
 from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
-from aggregator.ports.source import RebalanceListener, SourceRecord, SourceUnavailable
+from aggregator.ports.source import (
+    RebalanceListener,
+    SourceRecord,
+    SourceRefused,
+    SourceUnavailable,
+)
 from aggregator.services import map_stage
 from aggregator.services.map_stage import MapStage
+from aggregator.services.retry import Backoff
 
 
 class CollectingDeadLetters:
@@ -294,3 +300,53 @@ async def test_a_deposed_map_stage_reloads_and_never_commits_past_the_store() ->
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class RefusedDeadLetters(CollectingDeadLetters):
+    """A dead-letter producer whose start is refused with each message of ``refusals``
+    in turn, then works."""
+
+    def __init__(self, refusals: list[str]) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def start(self) -> None:
+        if self.refusals:
+            raise SourceRefused(self.refusals.pop(0))
+
+
+async def test_a_refused_start_is_said_once_per_reason_and_retried_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(map_stage, "SOURCE_START_BACKOFF", Backoff(first_s=0.01, max_s=0.01))
+    caplog.set_level(logging.INFO, "aggregator.map")
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=1)
+    log.append(0, orjson.dumps({"ts": clock.time(), "app": "a"}))
+    consumer = MemoryConsumer(log, "g", "m1")
+    dead = RefusedDeadLetters(["wrong password"] * 20 + ["expired certificate"] * 20)
+    stage = MapStage(
+        consumer,
+        MemoryStoreClient(MemoryStoreServer(clock, ttl_s=600)),
+        clock,
+        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
+        flush_interval_s=0.05,
+        dead_letters=dead,
+    )
+    task = asyncio.create_task(stage.run())
+    try:
+        await until(lambda: len(dead.refusals) == 10)
+        ready_while_refused = stage.ready
+        assert not ready_while_refused
+        assert consumer.assignment() == frozenset()  # the source waits for the producer
+        await until(lambda: stage.ready and stage.stats.counted == 1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in said] == [
+        "not ready: wrong password; retrying quietly",
+        "not ready: expired certificate; retrying quietly",
+    ]
+    assert {r.levelno for r in said} == {logging.ERROR}
