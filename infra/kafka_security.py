@@ -25,7 +25,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.kube.pki import Openssl, build_in_place
+from infra.kube.pki import CertificateFolder, Openssl, all_present, build_in_place
 
 HOST = "127.0.0.1"
 SCRAM_PORT = 19095
@@ -50,17 +50,8 @@ _FILES = (
 
 
 @dataclass(frozen=True)
-class SecurityMaterial:
+class SecurityMaterial(CertificateFolder):
     """Where the files are, and the users' passwords."""
-
-    directory: Path
-
-    def path(self, name: str) -> Path:
-        return self.directory / name
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.path("ca.crt")
 
     @property
     def broker_keystore(self) -> Path:
@@ -68,7 +59,7 @@ class SecurityMaterial:
         return self.path("broker.pem")
 
     def complete(self) -> bool:
-        return all(self.path(name).is_file() and self.path(name).stat().st_size for name in _FILES)
+        return all_present(self.path(name) for name in _FILES)
 
     def password(self, user: str) -> str:
         users: dict[str, str] = json.loads(self.path("users.json").read_text())

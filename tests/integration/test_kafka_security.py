@@ -24,10 +24,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from aggregator.adapters.kafka.dead_letters import KafkaDeadLetters
-from aggregator.adapters.kafka.options import KafkaOptions
 from aggregator.adapters.kafka.source import KafkaSource
 from aggregator.adapters.memory.clock import SystemClock
 from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
@@ -46,6 +44,7 @@ from harness.pods import (
 )
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer, unique_name
 from tests.fixtures.kube import KubeApi
+from tests.support.readback import read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -74,24 +73,6 @@ def produce(env: dict[str, str], topic: str) -> subprocess.CompletedProcess[str]
         env=clean_environment() | env, capture_output=True, text=True, cwd=REPO,
         timeout=60, check=False,
     )  # fmt: skip
-
-
-async def read_topic(bootstrap: str, topic: str, options: KafkaOptions, count: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **options.client_kwargs()
-    )
-    await consumer.start()
-    found: list[bytes] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(found) < count and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                found.extend(dict(m.headers)["source-topic"] for m in batch)
-        for batch in (await consumer.getmany(timeout_ms=300)).values():
-            found.extend(dict(m.headers)["source-topic"] for m in batch)
-    finally:
-        await consumer.stop()
-    return found
 
 
 async def map_everything(settings: Settings, topic: str, dead_letter_topic: str) -> MapStage:
@@ -153,9 +134,11 @@ async def test_produce_map_stage_and_dead_letters_work_over_the_secured_listener
     assert stage.stats.counted == report["valid"]
     assert stage.stats.dropped == report["malformed"]
     dead = await read_topic(
-        settings.kafka_bootstrap_servers, f"{topic}.dlq", kafka_options(settings), malformed
+        settings.kafka_bootstrap_servers,
+        f"{topic}.dlq",
+        security=kafka_options(settings).client_kwargs(),
     )
-    assert Counter(dead) == {topic.encode(): malformed}
+    assert Counter(dict(m.headers)["source-topic"] for m in dead) == {topic.encode(): malformed}
 
 
 @dataclass(frozen=True)

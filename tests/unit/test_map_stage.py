@@ -18,6 +18,7 @@ from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServe
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
 from aggregator.ports.source import (
+    DeadLetters,
     RebalanceListener,
     SourceRecord,
     SourceRefused,
@@ -45,6 +46,23 @@ class CollectingDeadLetters:
         self.sent.extend((r.partition, r.offset, reason) for r, reason in items)
 
 
+def memory_stage(
+    consumer: MemoryConsumer,
+    server: MemoryStoreServer,
+    clock: SystemClock,
+    dead_letters: DeadLetters | None = None,
+) -> MapStage:
+    """A stage on the memory adapters, default fold settings, flushing every 50 ms."""
+    return MapStage(
+        consumer,
+        MemoryStoreClient(server),
+        clock,
+        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
+        flush_interval_s=0.05,
+        dead_letters=dead_letters,
+    )
+
+
 async def until(condition: object, timeout_s: float = 5.0) -> None:
     """Poll a condition that no event signals (it reads the stage's counters)."""
     async with asyncio.timeout(timeout_s):
@@ -63,14 +81,7 @@ async def test_commits_wait_for_dead_letters_and_store() -> None:
     consumer = MemoryConsumer(log, "g", "m1")
     dead = CollectingDeadLetters()
     dead.failing = True
-    stage = MapStage(
-        consumer,
-        MemoryStoreClient(server),
-        clock,
-        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
-        flush_interval_s=0.05,
-        dead_letters=dead,
-    )
+    stage = memory_stage(consumer, server, clock, dead)
     task = asyncio.create_task(stage.run())
     try:
         await until(lambda: stage.stats.records == 20)
@@ -159,13 +170,7 @@ async def test_a_source_that_goes_silent_and_unreachable_makes_the_stage_unready
     log = MemoryLog(clock, partitions=1)
     good = orjson.dumps({"ts": clock.time(), "app": "a"})
     consumer = SilentOutage(log, "g", "m1")
-    stage = MapStage(
-        consumer,
-        MemoryStoreClient(MemoryStoreServer(clock, ttl_s=600)),
-        clock,
-        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
-        flush_interval_s=0.05,
-    )
+    stage = memory_stage(consumer, MemoryStoreServer(clock, ttl_s=600), clock)
     task = asyncio.create_task(stage.run())
     try:
         log.append(0, good)
@@ -325,14 +330,7 @@ async def test_a_refused_start_is_said_once_per_reason_and_retried_quietly(
     log.append(0, orjson.dumps({"ts": clock.time(), "app": "a"}))
     consumer = MemoryConsumer(log, "g", "m1")
     dead = RefusedDeadLetters(["wrong password"] * 20 + ["expired certificate"] * 20)
-    stage = MapStage(
-        consumer,
-        MemoryStoreClient(MemoryStoreServer(clock, ttl_s=600)),
-        clock,
-        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
-        flush_interval_s=0.05,
-        dead_letters=dead,
-    )
+    stage = memory_stage(consumer, MemoryStoreServer(clock, ttl_s=600), clock, dead)
     task = asyncio.create_task(stage.run())
     try:
         await until(lambda: len(dead.refusals) == 10)
