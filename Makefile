@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts jscheck hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
+.PHONY: setup demo test soak check lint typecheck contracts jscheck hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
 
 $(STAMP): pyproject.toml hatch_build.py aggregator/core/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,15 @@ bench: $(BENCH_STAMP) $(PEER_STAMP) infra-install infra-up
 	$(BIN)/python -m bench.map_phases
 	$(BIN)/python -m bench.ws_clients
 	BENCH_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/python -m bench.suite
+
+# The soak (docs/reliability.md, "The soak"): three pods on the local node for
+# 30 minutes at 3,000 events/s, the leader SIGKILLed every 5 minutes and one
+# Hazelcast member restarted once; it writes the table and docs/soak.png.  The
+# tests run the same soak for 3 minutes.  AGG_SOAK_MINUTES / AGG_SOAK_RATE change it.
+SOAK_MINUTES ?= 30
+
+soak: $(BENCH_STAMP) infra-install
+	AGG_SOAK_MINUTES=$(SOAK_MINUTES) AGG_SOAK_WRITE=1 $(BIN)/pytest -s -q -ra tests/node/test_soak.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

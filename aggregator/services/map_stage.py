@@ -91,6 +91,11 @@ class MapStage:
     def ready(self) -> bool:
         return self._store_ok and self._source_ok
 
+    @property
+    def store_reachable(self) -> bool:
+        """The store answered the last call (a pod that cannot reach it must not lead)."""
+        return self._store_ok
+
     def assignment(self) -> frozenset[int]:
         return self._source.assignment()
 

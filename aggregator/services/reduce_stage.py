@@ -4,27 +4,37 @@ publish the snapshot, stamped with the leader's fencing epoch.
 It first reads every stored partial, then only the ones that changed, so a tick
 costs what changed.  Before each publish it asks the elector whether it still
 leads with this epoch (and renewed recently enough); if not, it stays silent.
+
+A leader that has published nothing for ``stall_s`` because the store or the
+bus does not answer (say Hazelcast is cut off from this pod alone) raises
+``StepDown``: renewing a lease it cannot use would starve every dashboard for
+as long as the cut lasts, while a pod that can reach the store is waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from aggregator.core.partial import Partial
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published, SnapshotBus
-from aggregator.ports.clock import Clock
-from aggregator.ports.store import PartialFeed, StoreUnavailable
+from aggregator.ports.clock import Clock, wait_first
+from aggregator.ports.store import PartialFeed, PartialKey, StoreUnavailable
 from aggregator.services.durations import TICK_BOUNDS, Durations
-from aggregator.services.retry import Backoff, retry
+from aggregator.services.leading import StepDown
+from aggregator.services.retry import Backoff
 
 FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
+PUBLISH_AT_LEAST_S = 1.0
+FEED_CLOSE_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +44,8 @@ class ReduceSettings:
     bucket_seconds: int
     tick_s: float
     top_n: int
+    stall_s: float = 5.0
+    """Give the lease up after this long without a published snapshot."""
 
 
 @dataclass
@@ -74,6 +86,10 @@ class ReduceStage:
         self._log = logger or logging.getLogger("aggregator.reduce")
         self.stats = ReduceStats()
         self._leading_since = 0.0
+        self._published_at = 0.0
+        """Monotonic: the last publish, or the start of the term."""
+        self._closing: set[asyncio.Future[None]] = set()
+        """Feed closes still under way (kept referenced until they finish)."""
 
     async def run(self, epoch: int) -> None:
         """Reduce and publish until cancelled (the elector cancels it on demotion)."""
@@ -83,21 +99,33 @@ class ReduceStage:
         )
         self._log.info("reducing as %s with epoch %d", self._identity, epoch)
         self._leading_since = self._clock.time()
+        self._published_at = self._clock.monotonic()
         try:
-            loaded = await retry(
-                self._feed.open,
-                errors=StoreUnavailable,
-                backoff=FEED_OPEN_BACKOFF,
-                clock=self._clock,
-                on_error=self._store_failed,
-            )
+            loaded = await self._open_feed()
             for key, partial in loaded:
                 window.apply(key, partial)
+            self._published_at = self._clock.monotonic()  # a long first read is no stall
             while True:
                 await self.tick(window, epoch)
                 await self._sleep_to_next_tick()
         finally:
-            await self._feed.close()
+            await self._close_feed()
+
+    async def _close_feed(self) -> None:
+        """Close the feed, waiting at most ``FEED_CLOSE_WAIT_S``: closing removes a
+        listener on the cluster, which a leader cut off from it would wait for up to
+        a whole call timeout before the lease could go to a pod that can publish.
+        A close that takes longer goes on in the background."""
+        closing = asyncio.ensure_future(self._feed.close())
+        if not await wait_first(self._clock, FEED_CLOSE_WAIT_S, closing):
+            self._log.warning(
+                "the feed did not close within %g s; leaving it to close by itself",
+                FEED_CLOSE_WAIT_S,
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            return
+        closing.result()
 
     async def tick(self, window: RollingWindow, epoch: int) -> None:
         started = self._clock.monotonic()
@@ -105,6 +133,7 @@ class ReduceStage:
             changes = await self._feed.changes()
         except StoreUnavailable as error:
             self._log.warning("store unavailable; snapshot not refreshed: %s", error)
+            self._give_up_if_stalled(error)
             return
         for key, partial in changes:
             window.apply(key, partial)
@@ -125,18 +154,47 @@ class ReduceStage:
         if self._leading_epoch() != epoch:
             self.stats.withheld += 1
             return
+        message = Published(epoch, self._identity, now, orjson.dumps(snapshot))
         try:
-            await self._bus.publish(Published(epoch, self._identity, now, orjson.dumps(snapshot)))
+            await self._publish_by_the_stall_limit(message)
         except StoreUnavailable as error:
             self.stats.publish_failures += 1
             self._log.warning("snapshot not published, the bus is unavailable: %s", error)
+            self._give_up_if_stalled(error)
             return
         self.stats.published += 1
+        self._published_at = self._clock.monotonic()
+
+    async def _publish_by_the_stall_limit(self, message: Published) -> None:
+        """Publish; a call that hangs (packets dropped, not refused) is abandoned
+        when the stall limit is reached, so a cut-off leader steps down on time."""
+        left = self._published_at + self._settings.stall_s - self._clock.monotonic()
+        allowed = max(left, PUBLISH_AT_LEAST_S)  # after a slow tick, a publish still gets a go
+        publish = asyncio.ensure_future(self._bus.publish(message))
+        if not await wait_first(self._clock, allowed, publish):
+            publish.cancel()
+            raise StoreUnavailable(f"the publish got no answer within {allowed:.1f} s")
+        publish.result()
+
+    async def _open_feed(self) -> Iterable[tuple[PartialKey, Partial]]:
+        delays = FEED_OPEN_BACKOFF.delays()
+        while True:
+            try:
+                return await self._feed.open()
+            except StoreUnavailable as error:
+                self._log.warning("store unavailable for the reducer, retrying: %s", error)
+                self._give_up_if_stalled(error)
+            await self._clock.sleep(next(delays))
+
+    def _give_up_if_stalled(self, error: StoreUnavailable) -> None:
+        silent = self._clock.monotonic() - self._published_at
+        if silent >= self._settings.stall_s:
+            raise StepDown(
+                f"no snapshot published for {silent:.1f} s (limit {self._settings.stall_s:g} s), "
+                f"the store does not answer: {error}"
+            )
 
     async def _sleep_to_next_tick(self) -> None:
         tick = self._settings.tick_s
         now = self._clock.time()
         await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
-
-    def _store_failed(self, error: Exception, delay: float) -> None:
-        self._log.warning("store unavailable for the reducer, retrying: %s", error)

@@ -25,6 +25,7 @@ def pod_settings(settings: Settings) -> PodSettings:
             bucket_seconds=settings.bucket_seconds,
             tick_s=settings.reduce_tick_seconds,
             top_n=settings.top_n,
+            stall_s=settings.reduce_stall_seconds,
         ),
         flush_interval_s=settings.flush_interval_seconds,
         timings=ElectionTimings(

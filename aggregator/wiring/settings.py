@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     window_seconds: int = Field(300, gt=0)
     bucket_seconds: int = Field(1, gt=0)
     reduce_tick_seconds: float = Field(1.0, gt=0)
+    reduce_stall_seconds: float = Field(5.0, gt=0)
+    """The leader gives the lease up after this long without publishing a snapshot."""
     flush_interval_seconds: float = Field(0.5, gt=0)
     top_n: int = Field(10, gt=0, le=1000)
     grace_seconds: float = Field(30.0, ge=0)
