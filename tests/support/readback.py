@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -35,8 +35,10 @@ class TopicMessage:
     headers: tuple[tuple[str, bytes], ...]
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -48,17 +50,26 @@ async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, timeout_s: float = 60.0, *, since_ms: int | None = None
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = 60.0,
+    *,
+    since_ms: int | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> list[TopicMessage]:
     """Every message of every partition, from the first (or the first with a
-    timestamp of at least ``since_ms``) to the end offset as of now."""
+    timestamp of at least ``since_ms``) to the end offset as of now.
+
+    ``security``: the clients' TLS/SASL keyword arguments (``KafkaOptions.client_kwargs()``)."""
     async with asyncio.timeout(timeout_s):
-        return await _read_topic(bootstrap, topic, since_ms)
+        return await _read_topic(bootstrap, topic, since_ms, security or {})
 
 
-async def _read_topic(bootstrap: str, topic: str, since_ms: int | None) -> list[TopicMessage]:
-    tps = await _partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _read_topic(
+    bootstrap: str, topic: str, since_ms: int | None, security: Mapping[str, Any]
+) -> list[TopicMessage]:
+    tps = await _partitions(bootstrap, topic, security)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **security)
     await consumer.start()
     try:
         consumer.assign(tps)
