@@ -1302,6 +1302,93 @@ take_counts(PyObject *module, PyObject *args)
     return PyLong_FromSsize_t(taken);
 }
 
+/* [k0, v0, k1, v1, ...] of a dict (partial._flatten). */
+static PyObject *
+flat_pairs(PyObject *mapping)
+{
+    if (!PyDict_Check(mapping)) {
+        PyErr_SetString(PyExc_TypeError, "an Agg's hist and regs must be dicts");
+        return NULL;
+    }
+    PyObject *flat = PyList_New(2 * PyDict_GET_SIZE(mapping));
+    if (flat == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0, at = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(mapping, &pos, &key, &value)) {
+        Py_INCREF(key);
+        PyList_SET_ITEM(flat, at++, key);
+        Py_INCREF(value);
+        PyList_SET_ITEM(flat, at++, value);
+    }
+    return flat;
+}
+
+/* Agg.to_wire_python in C: [count, vcount, vsum, vmin|None, vmax|None, hist, regs]. */
+static PyObject *
+agg_wire(PyObject *agg)
+{
+    PyObject *names[7] = {s_count, s_vcount, s_vsum, s_vmin, s_vmax, s_hist, s_regs};
+    PyObject *fields[7] = {NULL};
+    PyObject *wire = NULL;
+    for (int i = 0; i < 7; i++) {
+        if ((fields[i] = PyObject_GetAttr(agg, names[i])) == NULL) {
+            goto done;
+        }
+    }
+    int has_values = PyObject_IsTrue(fields[1]);
+    if (has_values < 0 || (wire = PyList_New(7)) == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 5; i++) {
+        PyObject *item = (i == 3 || i == 4) && !has_values ? Py_None : fields[i];
+        Py_INCREF(item);
+        PyList_SET_ITEM(wire, i, item);
+    }
+    for (int i = 5; i < 7; i++) {
+        PyObject *flat = flat_pairs(fields[i]);
+        if (flat == NULL) {
+            Py_CLEAR(wire);
+            goto done;
+        }
+        PyList_SET_ITEM(wire, i, flat);
+    }
+done:
+    for (int i = 0; i < 7; i++) {
+        Py_XDECREF(fields[i]);
+    }
+    return wire;
+}
+
+/* aggs_to_wire(aggs): {key: agg.to_wire()} for a dict of Aggs (partial.aggs_to_wire_python). */
+static PyObject *
+aggs_to_wire(PyObject *module, PyObject *aggs)
+{
+    if (!PyDict_Check(aggs)) {
+        PyErr_SetString(PyExc_TypeError, "aggs_to_wire takes a dict of Aggs");
+        return NULL;
+    }
+    PyObject *wires = _PyDict_NewPresized(PyDict_GET_SIZE(aggs));
+    if (wires == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *agg;
+    while (PyDict_Next(aggs, &pos, &key, &agg)) {
+        Py_INCREF(agg); /* attribute reads may run Python code */
+        PyObject *wire = agg_wire(agg);
+        Py_DECREF(agg);
+        if (wire == NULL || PyDict_SetItem(wires, key, wire) < 0) {
+            Py_XDECREF(wire);
+            Py_DECREF(wires);
+            return NULL;
+        }
+        Py_DECREF(wire);
+    }
+    return wires;
+}
+
 static PyMethodDef methods[] = {
     {"bucket_of", py_bucket_of, METH_VARARGS,
      "bucket_of(ts, bucket_seconds) -> int | None: the bucket fold_run files ts under, "
@@ -1319,6 +1406,8 @@ static PyMethodDef methods[] = {
     {"take_counts", take_counts, METH_VARARGS,
      "take_counts(totals, counts, limit) -> int: key_counts.take_counts_python in C (moves "
      "up to limit keys out of counts, taking their counts away from totals)."},
+    {"aggs_to_wire", aggs_to_wire, METH_O,
+     "aggs_to_wire(aggs) -> dict: partial.aggs_to_wire_python in C ({key: agg.to_wire()})."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,7 +2,7 @@
 
 It holds the map stage's fold and roll-up loops (``MapFolder.fold_many`` and
 ``combos.add_combos`` use it when it is here) and the reducer's per-key counts
-(``key_counts.add_counts``).  ``hatch_build.py`` compiles it
+(``key_counts.add_counts``), and the per-key part of ``Partial.to_wire``.  ``hatch_build.py`` compiles it
 when the package is installed and a C compiler is there; without one, the same
 loops run in Python, slower.  Read ``NATIVE`` at call time: tests switch it off
 to compare the two.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from aggregator.core.partial import Partial
+    from aggregator.core.partial import Agg, Partial
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,10 @@ class Native(Protocol):
         /,
     ) -> None:
         """``key_counts.add_counts_python`` in C."""
+        ...
+
+    def aggs_to_wire(self, aggs: dict[str, Agg], /) -> dict[str, list[Any]]:
+        """``partial.aggs_to_wire_python`` in C."""
         ...
 
     def take_counts(self, totals: dict[str, int], counts: dict[str, int], limit: int, /) -> int:
