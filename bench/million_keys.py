@@ -104,10 +104,10 @@ def table(result: MillionKeys, command: str) -> str:
             f"| reduce tick p50 / p99 ms, {high.keys:,} vs {low.keys:,} keys x 300 buckets "
             f"({high.ticks} ticks) | {high.p50_ms:.1f} / {high.p99_ms:.1f} | "
             f"{low.p50_ms:.1f} / {low.p99_ms:.1f} | - | p99 <= {TARGET_TICK_P99_MS:.0f} ms | "
-            f"{'yes' if met_tick else 'no'} |",
+            f"{'yes' if met_tick else '**no**'} |",
             f"| reducer RSS after the last tick, MiB | {high.rss_kib / 1024:.0f} | "
             f"{low.rss_kib / 1024:.0f} | - | <= {TARGET_RSS_MIB} MiB | "
-            f"{'yes' if met_rss else 'no'} |",
+            f"{'yes' if met_rss else '**no**'} |",
             f"| first snapshot after the leader's start (window loaded), ms | "
             f"{high.first_ms:.0f} | {low.first_ms:.0f} | - | - | - |",
         ]
@@ -118,7 +118,7 @@ def table(result: MillionKeys, command: str) -> str:
             f"| map stage, 1 process, events/s ({high_label} vs 200 apps) | "
             f"{high_map.events_per_s:,.0f} | {low_map.events_per_s:,.0f} | "
             f"{ratio:.2f}x slower | within {TARGET_MAP_RATIO:.0f}x | "
-            f"{'yes' if ratio <= TARGET_MAP_RATIO else 'no'} |",
+            f"{'yes' if ratio <= TARGET_MAP_RATIO else '**no**'} |",
         ]
         for label, run in ((high_label, high_map), ("200 apps", low_map)):
             lines.append(f"| Hazelcast writes, {label} | {_bytes(run)} | - | - | - | - |")

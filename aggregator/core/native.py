@@ -2,10 +2,10 @@
 
 It holds the map stage's fold and roll-up loops (``MapFolder.fold_many`` and
 ``combos.add_combos`` use it when it is here) and the reducer's per-key counts
-(``key_counts.add_counts``), and the per-key part of ``Partial.to_wire``.  ``hatch_build.py`` compiles it
-when the package is installed and a C compiler is there; without one, the same
-loops run in Python, slower.  Read ``NATIVE`` at call time: tests switch it off
-to compare the two.
+(``key_counts.add_counts``), and the per-key part of ``Partial.to_wire``.
+``hatch_build.py`` compiles it when the package is installed and a C compiler
+is there; without one, the same loops run in Python, slower.  Read ``NATIVE``
+at call time: tests switch it off to compare the two.
 
 ``Native`` is the module's API as mypy sees it: every call is checked against
 it.  Each function takes one small context object (what stays the same from call
