@@ -43,14 +43,14 @@ DETAIL_IDLE_ADVANCES = 60
 """A key's histogram and registers are dropped after this many advances unasked
 (kept a while: a key at the edge of the top keys comes and goes)."""
 
-DRAIN_KEYS = 10_000
+DRAIN_KEYS = 5_000
 """A leaving partial with more keys than this in a dimension is taken from the
 per-key counts over the next advances, at least this many keys an advance (and
 at least 1/DRAIN_ADVANCES of all waiting), not in one: a bucket that carries a
 million keys would otherwise cost its tick about 300 ms (measured on the
 2-core machine of docs/benchmarks.md, in C).  Until then ``key_count``
 subtracts what is still waiting, so every count it gives is exact."""
-DRAIN_ADVANCES = 30
+DRAIN_ADVANCES = 60
 
 
 class _Stored:
