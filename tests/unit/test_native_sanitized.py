@@ -1,8 +1,8 @@
 """The C extension under AddressSanitizer: the native, fold, key-count, wire and
-window-drain tests
-run against a build of ``_native.c`` with ``-fsanitize=address``, so a read or
-write past a buffer, a use after free or a double free fails the suite instead
-of corrupting a pod's counts in production.
+window-drain tests run against a build of ``_native.c`` with
+``-fsanitize=address``, so a read or write past a buffer, a use after free or
+a double free fails the suite instead of corrupting a pod's counts in
+production.
 
 The sanitized build (``hatch_build.py``, the standard one, with the
 sanitizer's flags in ``CFLAGS`` and ``LDFLAGS``) goes into a copy of the package
