@@ -53,6 +53,8 @@ class MapRun:
     """(records, seconds from its first record to its last commit) per process."""
     reassigned: int = 0
     """Assignment changes after ``go`` (0 in a clean run)."""
+    bytes_written: int = 0
+    """Bytes of the partials offered to Hazelcast (each one's full encoded state)."""
 
     @property
     def events_per_s(self) -> float:
@@ -170,7 +172,7 @@ async def run_ours(
 def _map_run(processes: int, records: int, results: list[dict[str, Any]], group: _Group) -> MapRun:
     starts = [r["first_record_at"] for r in results if r["first_record_at"] is not None]
     finished = max(group.done_at.values())
-    calls = flushes = written = 0
+    calls = flushes = written = written_bytes = 0
     per_process = []
     for result in results:
         base = result["baseline"]
@@ -178,6 +180,7 @@ def _map_run(processes: int, records: int, results: list[dict[str, Any]], group:
         calls += last["store_calls"] - base["store_calls"]
         flushes += len(result["commits"])  # a flush that stored something commits once
         written += last["partials_written"] - base["partials_written"]
+        written_bytes += last.get("bytes_written", 0) - base.get("bytes_written", 0)
         if result["commits"] and result["first_record_at"] is not None:
             per_process.append(
                 (last["records"] - base["records"], last["at"] - result["first_record_at"])
@@ -192,6 +195,7 @@ def _map_run(processes: int, records: int, results: list[dict[str, Any]], group:
         rss=[(t, n, kib) for t, n, kib in results[0]["rss"]],
         per_process=per_process,
         reassigned=sum(len(r["assignments"]) - 1 for r in results),
+        bytes_written=written_bytes,
     )
 
 
