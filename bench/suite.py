@@ -7,8 +7,9 @@ up``), side by side on one topic produced once:
   in 1, 2 and 3 processes of one consumer group, the raw aiokafka ceiling, and
   Hazelcast calls per flush and per 1,000 events; the RSS of the 1-process run
   as the events go by;
-- peer: Quix Streams counting per key in a 1 s tumbling window and in a 5-minute
-  hopping window with a 1 s step, one process each;
+- peer: Quix Streams, Pathway and Bytewax (``bench.peers``) counting per key in
+  a 1 s tumbling window and in a 5-minute hopping window with a 1 s step, one
+  process each, over a topic of the first N events, their counts checked;
 - latency: event-to-dashboard latency of ``aggregator run`` pods at the default
   1 s tick (``bench.latency`` explains the method);
 - reduce: reduce tick p50/p99 and process RSS at 1k, 10k and 100k keys;
@@ -36,6 +37,8 @@ from pathlib import Path
 
 from bench import failover, kafka_load, latency, reduce_scale, throughput
 from bench.doc import DOC, write_block
+from bench.peer_truth import window_counts
+from bench.peers import PEERS, run_peer
 from bench.reduce_scale import ReduceScale
 from bench.throughput import MapRun, Rate, Servers
 from bench.workload import EventPool
@@ -177,7 +180,8 @@ async def _throughput(
     bootstrap = servers.bootstrap
     base_ms = int(time.time()) * 1000  # on a second: the events fill exactly 2 buckets
     say(f"producing {plan.events:,} events into {topic} ({PARTITIONS} partitions)")
-    events = EventPool().events(plan.events, base_ms, SPREAD_MS)
+    pool = EventPool()
+    events = pool.events(plan.events, base_ms, SPREAD_MS)
     results.produce_s = await kafka_load.produce(bootstrap, topic, events, PARTITIONS)
     ends = await kafka_load.end_offsets(bootstrap, topic)
     say(f"  {sum(ends.values()):,} records in {results.produce_s:.1f} s")
@@ -199,24 +203,50 @@ async def _throughput(
                     "after the start (a rebalance during the measurement)."
                 )
     if "peer" in phases:
-        if not throughput.peer_available():
-            message = (
-                f"peer skipped: {throughput.PEER_PYTHON} is missing (`make bench` creates "
-                "it: Quix Streams needs its own environment)"
+        await _peers(plan, bootstrap, pool, base_ms, prefix, logs, results)
+
+
+async def _peers(
+    plan: Plan,
+    bootstrap: str,
+    pool: EventPool,
+    base_ms: int,
+    prefix: str,
+    logs: Path,
+    results: Results,
+) -> None:
+    """Each peer over a topic of the first N events of the workload (the same
+    events, partitions and keys), which it reads to the end, for each window."""
+    ready = []
+    for peer in PEERS:
+        if peer.available():
+            ready.append(peer)
+        else:
+            say(peer.missing())
+            results.notes.append(peer.missing())
+    if not ready:
+        return
+    topics: dict[int, str] = {}
+    for count, window_ms, step_ms in (
+        (plan.peer_tumbling_events, 1_000, 1_000),
+        (plan.peer_hopping_events, 300_000, 1_000),
+    ):
+        count = min(count, plan.events)
+        if count not in topics:
+            topics[count] = topic = f"{prefix}-first{count}"
+            say(f"producing the first {count:,} events into {topic} for the peers")
+            await kafka_load.produce(
+                bootstrap, topic, pool.events(count, base_ms, SPREAD_MS), PARTITIONS
             )
-            say(message)
-            results.notes.append(message)
-            return
-        for count, window_ms, step_ms in (
-            (plan.peer_tumbling_events, 1_000, 1_000),
-            (plan.peer_hopping_events, 300_000, 1_000),
-        ):
-            count = min(count, plan.events)
-            rate = await throughput.run_peer(
-                bootstrap, topic, count, window_ms, step_ms, prefix, logs
+        truth = window_counts(pool.events(count, base_ms, SPREAD_MS), window_ms, step_ms)
+        for peer in ready:
+            rate = await run_peer(
+                peer, bootstrap, topics[count], truth, count, window_ms, step_ms, prefix, logs
             )
             results.peers.append(rate)
-            say(f"{rate.name}: {rate.events_per_s:,.0f} events/s ({count:,} events)")
+            say(
+                f"{rate.name}: {rate.events_per_s:,.0f} events/s ({count:,} events; {rate.checked})"
+            )
 
 
 # -- the report ------------------------------------------------------------------------
@@ -265,8 +295,8 @@ def table(plan: Plan, results: Results) -> list[str]:
         lines.append(
             f"| map stage vs the peer, events/s per process | "
             f"{one.per_process_events_per_s:,.0f} | {peer.name}: {peer.events_per_s:,.0f} "
-            f"({peer.records:,} events) | {ratio:,.1f}x | >= {TARGET_PEER_RATIO:g}x "
-            f"| {_met(ratio >= TARGET_PEER_RATIO)} |"
+            f"({peer.records:,} events; {peer.checked}) | {ratio:,.1f}x "
+            f"| >= {TARGET_PEER_RATIO:g}x | {_met(ratio >= TARGET_PEER_RATIO)} |"
         )
     for run_ in results.maps:
         lines.append(
@@ -462,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     write_block(
         "suite",
         body(plan, results, command, figure),
-        "## End to end: Kafka, Hazelcast, the peer (`python -m bench.suite`)",
+        "## End to end: Kafka, Hazelcast, the peers (`python -m bench.suite`)",
     )
     say(f"\nwritten to {DOC}" + (f" and {FIGURE}" if figure else ""))
     return 0
