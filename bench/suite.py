@@ -61,6 +61,8 @@ RSS_FLAT_GROWTH = 0.10
 """RSS counts as flat when the end is within 10 % of the start."""
 RSS_START_SHARE = 0.1
 """The start of the RSS comparison: once a tenth of the events are folded."""
+PEER_COLOURS = {"Quix": "#e07b39", "Pathway": "#8e5bc4", "Bytewax": "#b5892d"}
+"""The figure's bar colour per peer (by the first word of its label)."""
 
 
 @dataclass(frozen=True)
@@ -397,7 +399,7 @@ def draw(results: Results, path: Path) -> bool:
     for peer in results.peers:
         names.append(peer.label)
         values.append(peer.events_per_s)
-        colours.append("#e07b39")
+        colours.append(PEER_COLOURS.get(peer.label.split(",")[0], "#e07b39"))
     if values:
         rates.bar(range(len(values)), values, color=colours)
         rates.set_xticks(range(len(values)), names, fontsize=7)
