@@ -295,7 +295,7 @@ def table(plan: Plan, results: Results) -> list[str]:
             break
         ratio = one.per_process_events_per_s / peer.events_per_s
         lines.append(
-            f"| map stage vs the peer, events/s per process | "
+            f"| map stage vs a peer, events/s per process | "
             f"{one.per_process_events_per_s:,.0f} | {peer.name}: {peer.events_per_s:,.0f} "
             f"({peer.records:,} events; {peer.checked}) | {ratio:,.1f}x "
             f"| >= {TARGET_PEER_RATIO:g}x | {_met(ratio >= TARGET_PEER_RATIO)} |"
