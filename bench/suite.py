@@ -120,6 +120,8 @@ class Results:
     reduce: list[ReduceScale] = field(default_factory=list)
     failover: list[Failover] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    load: tuple[float, float] | None = None
+    """The machine's 1-minute load average at the start and at the end of the run."""
 
 
 def say(text: str) -> None:
@@ -352,15 +354,27 @@ def table(plan: Plan, results: Results) -> list[str]:
 def body(plan: Plan, results: Results, command: str, figure: bool) -> str:
     parts = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} "
-        f"cores, Python {platform.python_version()}; command: `{command}`.",
+        f"cores, Python {platform.python_version()}; command: `{command}`."
+        + (
+            f" Load average (1 min) {results.load[0]:.1f} at the start, "
+            f"{results.load[1]:.1f} at the end."
+            if results.load
+            else ""
+        ),
         "",
     ]
     if results.produce_s:
         parts += [
             f"Workload: {plan.events:,} synthetic crash events (~125 bytes of JSON each, "
             f"200 apps) produced once into a {PARTITIONS}-partition topic "
-            f"({results.produce_s:.1f} s); every consumer below reads that same topic "
-            "from the beginning.",
+            f"({results.produce_s:.1f} s); our map stage and the raw consumer read that "
+            "same topic from the beginning"
+            + (
+                f", the peers a topic of its first {plan.peer_tumbling_events:,} or "
+                f"{plan.peer_hopping_events:,} events."
+                if results.peers
+                else "."
+            ),
             "",
         ]
     parts += table(plan, results)
@@ -483,7 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bench-suite-"))
     say(f"logs under {logs}")
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
     results = asyncio.run(run(plan, phases, logs))
+    results.load = (load_start, os.getloadavg()[0])
     say(f"done in {time.monotonic() - started:.0f} s\n")
     command = " ".join(["python -m bench.suite", *(argv if argv is not None else sys.argv[1:])])
     lines = table(plan, results)

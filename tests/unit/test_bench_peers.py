@@ -13,7 +13,7 @@ import pytest
 from bench import peer_io
 from bench.peer_truth import reported, verdict, window_counts
 from bench.peers import PEERS, Peer
-from bench.suite import Plan, Results, table
+from bench.suite import Plan, Results, body, table
 from bench.throughput import MapRun, Rate
 from bench.workload import Event, EventPool
 
@@ -109,3 +109,11 @@ def test_each_peer_row_carries_its_check() -> None:
         "window: 60,000 (30,000 events; counts exact) | 5.0x | >= 2x | yes |"
     )
     assert "(30,000 events; counts 1 of 2 wrong) | 10.0x |" in rows[1]
+
+
+def test_the_doc_block_says_what_the_peers_read_and_the_machine_load() -> None:
+    results = Results(produce_s=1.0, load=(3.96, 7.04), peers=[Rate("Bytewax", 10, 1.0)])
+    text = body(Plan.full(), results, "python -m bench.suite", figure=False)
+    assert "`python -m bench.suite`. Load average (1 min) 4.0 at the start, 7.0 at the end." in text
+    assert "the peers a topic of its first 300,000 or 10,000 events." in text
+    assert "the peers" not in body(Plan.full(), Results(produce_s=1.0), "c", figure=False)
