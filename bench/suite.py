@@ -416,7 +416,7 @@ def draw(results: Results, path: Path) -> bool:
         colours.append(PEER_COLOURS.get(peer.label.split(",")[0], "#e07b39"))
     if values:
         rates.bar(range(len(values)), values, color=colours)
-        rates.set_xticks(range(len(values)), names, fontsize=7)
+        rates.set_xticks(range(len(values)), names, fontsize=7, rotation=40, ha="right")
         rates.set_yscale("log")
         rates.axhline(TARGET_MAP_PER_PROCESS, color="green", linestyle="--", linewidth=1)
         for x, value in enumerate(values):
