@@ -120,7 +120,7 @@ bench: $(BENCH_STAMP) $(PEER_VENVS:%=%/.installed) infra-install infra-up
 	$(BIN)/python -m bench.suite
 
 # The soak (docs/reliability.md, "The soak"): three pods on the local node for
-# 30 minutes at 3,000 events/s, the leader SIGKILLed every 5 minutes and one
+# 30 minutes at 3,000 events/s, the leader SIGKILLed every 7 minutes and one
 # Hazelcast member restarted once; it writes the table and docs/soak.png.  The
 # tests run the same soak for 3 minutes.  AGG_SOAK_MINUTES / AGG_SOAK_RATE change it.
 SOAK_MINUTES ?= 30

@@ -6,14 +6,16 @@ writes docs/reliability.md's soak section and docs/soak.png).  Meanwhile the
 leader's container is SIGKILLed every ``AGG_SOAK_KILL_EVERY_S`` and one
 Hazelcast member is restarted once, half-way.  Every few seconds each
 container's RSS, open descriptors and asyncio tasks, the Hazelcast entries and
-the consumer lag are sampled (tests/node/soak.py).
+the consumer lag are sampled (tests/node/soak.py).  The same run also checks
+that only the kills change the leader: one new epoch per kill.
 
 What must hold, whatever the length:
 
 * the counts equal the brute force over the topic at the end, and no snapshot
   any dashboard saw counted an event twice;
-* the Hazelcast entries stay within what the partials' TTL allows (6 partitions
-  x retention / bucket, plus a minute of margin);
+* the Hazelcast entries stay within what the partials' TTL allows: 6 partitions
+  x (retention + the 60 s events may run ahead + 120 s for Hazelcast's expiry,
+  which is lazy) / bucket;
 * the lag stays bounded (under 60 s of the load) and is caught up at the end;
 * descriptors and tasks do not grow: after each series' warm-up they stay within
   a fixed band;
@@ -57,7 +59,9 @@ from tests.support.readback import committed_offsets, end_offsets
 
 MINUTES = float(os.environ.get("AGG_SOAK_MINUTES", "3"))
 RATE = int(os.environ.get("AGG_SOAK_RATE", "3000"))
-KILL_EVERY_S = float(os.environ.get("AGG_SOAK_KILL_EVERY_S", "60" if MINUTES < 10 else "300"))
+KILL_EVERY_S = float(os.environ.get("AGG_SOAK_KILL_EVERY_S", "60" if MINUTES < 10 else "420"))
+"""Every 7 minutes in a long run: a container must live through its warm-up and
+then long enough in one role to be judged (WARM_UP_S + JUDGED_SPAN_S)."""
 WRITE = os.environ.get("AGG_SOAK_WRITE") == "1"
 SAMPLE_EVERY_S = 5.0
 PODS = 3
@@ -75,6 +79,8 @@ BAND = 12
 """Descriptors and tasks after warm-up: max - min (a connection or a request in flight)."""
 PARTITIONS = 6
 RETENTION_S = 300 + 30 + 60
+FUTURE_S = 60  # AGG_FUTURE_SECONDS: a bucket can be written this long before its time
+EXPIRY_LAG_S = 120  # Hazelcast expires entries by sampling, not on the second
 HAZELCAST_MEMBERS = 2  # k8s/overlays/dev
 
 pytestmark = [
@@ -261,7 +267,7 @@ async def test_three_pods_under_load_with_faults_stay_exact_and_flat(
     epochs = record.cluster[-1].epoch - record.cluster[0].epoch
     assert epochs == kills, record.events
     assert record.cluster, "no cluster sample"
-    entry_bound = PARTITIONS * (RETENTION_S + 60)
+    entry_bound = PARTITIONS * (RETENTION_S + FUTURE_S + EXPIRY_LAG_S)
     assert max(c.entries for c in record.cluster) <= entry_bound, entry_bound
     assert max(c.lag for c in record.cluster) <= RATE * 60
     assert record.cluster[-1].lag < RATE, record.cluster[-1]  # caught up (a flush behind)
