@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 
@@ -77,6 +78,39 @@ async def _watched(deployed: Deployed) -> AsyncIterator[dict[str, SnapshotWatch]
     finally:
         for watch in watches.values():
             await watch.stop()
+
+
+@dataclass
+class _Loaded:
+    watches: dict[str, SnapshotWatch]
+    committed: Callable[[], Awaitable[dict[int, int]]]
+    """The consumer group's committed offsets, by partition, read now."""
+    started: float
+    starts: dict[int, int]
+    """The topic's end offsets before the load."""
+    load: asyncio.Task[None]
+
+
+@asynccontextmanager
+async def _under_load(
+    deployed: Deployed, kafka: KafkaServer, seconds: int, seed: int
+) -> AsyncIterator[_Loaded]:
+    """Dashboards and the group's offsets watched, and ``seconds`` of load under way
+    for 8 s; at the end the load has finished and every check has passed."""
+    starts = await end_offsets(kafka.bootstrap, cluster.TOPIC)
+    async with (
+        _watched(deployed) as watches,
+        committed_offsets(kafka.bootstrap, GROUP) as committed,
+    ):
+        started = time.monotonic()
+        load = asyncio.create_task(asyncio.to_thread(aggregator_produce, RATE, seconds, seed))
+        await asyncio.sleep(8)
+        try:
+            yield _Loaded(watches, committed, started, starts, load)
+        finally:
+            await load  # bounded: the producer stops by itself
+        await asyncio.sleep(3)
+    await _checked(kafka, watches, started, starts)
 
 
 async def _settled(deployed: Deployed) -> tuple[str, str]:
@@ -148,13 +182,10 @@ async def test_a_leader_cut_from_hazelcast_gives_the_lease_up(
     deployed: Deployed, kafka: KafkaServer
 ) -> None:
     rule = ["OUTPUT", "-p", "tcp", "--dport", str(HAZELCAST_PORT), "-j", "DROP"]
-    starts = await end_offsets(kafka.bootstrap, cluster.TOPIC)
     leader, other = await _settled(deployed)
-    async with _watched(deployed) as watches:
+    async with _under_load(deployed, kafka, 75, 61) as run:
+        watches = run.watches
         epoch = max(s.epoch for w in watches.values() for s in w.seen)
-        started = time.monotonic()
-        load = asyncio.create_task(asyncio.to_thread(aggregator_produce, RATE, 75, 61))
-        await asyncio.sleep(10)
         async with cut_off(deployed, [leader], rule) as cut:
             first: Seen = await watches[other].wait_for(
                 "of a new epoch", lambda seen: seen.epoch > epoch, timeout_s=40
@@ -167,88 +198,71 @@ async def test_a_leader_cut_from_hazelcast_gives_the_lease_up(
             holder = await asyncio.to_thread(deployed.lease_holder)
         healed = time.monotonic()
         ready_again = await _until(f"{leader} ready", lambda: deployed.pod_ready(leader), 90)
-        await load
-        await asyncio.sleep(3)
+        await run.load
         after = _epochs(watches, first.at)
         logs = await asyncio.to_thread(deployed.logs, leader)
-    last_old = max(s.at for w in watches.values() for s in w.seen if s.epoch == epoch)
-    print(
-        f"\nleader cut from Hazelcast: old epoch's last snapshot {last_old - cut:.2f} s after "
-        f"the cut, the new leader's first {first.at - cut:.2f} s after (a dashboard gap of "
-        f"{first.at - last_old:.2f} s); not ready after {not_ready - cut:.1f} s; ready again "
-        f"{ready_again - healed:.1f} s after the heal"
-    )
-    assert holder.startswith(f"{other}_"), holder
-    assert first.leader.startswith(f"{other}_"), first
-    assert after == {(first.epoch, first.leader)}, after  # the cut pod never led again
-    assert first.at - cut <= STALL_S + 5 + 5, first.at - cut  # a publish times out in 5 s
-    assert "Giving the lease up so another pod leads: no snapshot published" in logs
-    await _checked(kafka, watches, started, starts)
+        last_old = max(s.at for w in watches.values() for s in w.seen if s.epoch == epoch)
+        print(
+            f"\nleader cut from Hazelcast: old epoch's last snapshot {last_old - cut:.2f} s after "
+            f"the cut, the new leader's first {first.at - cut:.2f} s after (a dashboard gap of "
+            f"{first.at - last_old:.2f} s); not ready after {not_ready - cut:.1f} s; ready again "
+            f"{ready_again - healed:.1f} s after the heal"
+        )
+        assert holder.startswith(f"{other}_"), holder
+        assert first.leader.startswith(f"{other}_"), first
+        assert after == {(first.epoch, first.leader)}, after  # the cut pod never led again
+        assert first.at - cut <= STALL_S + 5 + 5, first.at - cut  # a publish times out in 5 s
+        assert "Giving the lease up so another pod leads: no snapshot published" in logs
 
 
 async def test_a_follower_cut_from_hazelcast_commits_nothing_and_resumes(
     deployed: Deployed, kafka: KafkaServer
 ) -> None:
     rule = ["OUTPUT", "-p", "tcp", "--dport", str(HAZELCAST_PORT), "-j", "DROP"]
-    starts = await end_offsets(kafka.bootstrap, cluster.TOPIC)
     leader, follower = await _settled(deployed)
     owned = await asyncio.to_thread(_owned_by, follower)
     assert owned, f"{follower} reads no partition"
-    async with (
-        _watched(deployed) as watches,
-        committed_offsets(kafka.bootstrap, GROUP) as committed,
-    ):
-        started = time.monotonic()
-        load = asyncio.create_task(asyncio.to_thread(aggregator_produce, RATE, 60, 62))
-        await asyncio.sleep(8)
+    async with _under_load(deployed, kafka, 60, 62) as run:
         async with cut_off(deployed, [follower], rule) as cut:
             not_ready = await _until(
                 f"{follower} not ready", lambda: not deployed.pod_ready(follower), READINESS_S
             )
-            at_not_ready = await committed()
+            at_not_ready = await run.committed()
             await asyncio.sleep(max(0.0, cut + 25 - time.monotonic()))
-            before_heal = await committed()
+            before_heal = await run.committed()
         healed = time.monotonic()
         ready_again = await _until(f"{follower} ready", lambda: deployed.pod_ready(follower), 90)
-        await load
+        await run.load
         await asyncio.sleep(3)
-        after_heal = await committed()
-        leaders = _epochs(watches, started)
-    print(
-        f"\nfollower cut from Hazelcast for {healed - cut:.0f} s: not ready after "
-        f"{not_ready - cut:.1f} s, ready again {ready_again - healed:.1f} s after the heal; "
-        f"its partitions {owned} committed {sum(at_not_ready[p] for p in owned)} -> "
-        f"{sum(before_heal[p] for p in owned)} during the cut, "
-        f"{sum(after_heal[p] for p in owned)} after"
-    )
-    assert {p: before_heal[p] for p in owned} == {p: at_not_ready[p] for p in owned}
-    assert all(after_heal[p] > before_heal[p] for p in owned), (before_heal, after_heal)
-    assert len(leaders) == 1, leaders  # the leader went on, in its term
-    [(_, publisher)] = leaders
-    assert publisher.startswith(f"{leader}_"), publisher
-    await _checked(kafka, watches, started, starts)
+        after_heal = await run.committed()
+        leaders = _epochs(run.watches, run.started)
+        print(
+            f"\nfollower cut from Hazelcast for {healed - cut:.0f} s: not ready after "
+            f"{not_ready - cut:.1f} s, ready again {ready_again - healed:.1f} s after the heal; "
+            f"its partitions {owned} committed {sum(at_not_ready[p] for p in owned)} -> "
+            f"{sum(before_heal[p] for p in owned)} during the cut, "
+            f"{sum(after_heal[p] for p in owned)} after"
+        )
+        assert {p: before_heal[p] for p in owned} == {p: at_not_ready[p] for p in owned}
+        assert all(after_heal[p] > before_heal[p] for p in owned), (before_heal, after_heal)
+        assert len(leaders) == 1, leaders  # the leader went on, in its term
+        [(_, publisher)] = leaders
+        assert publisher.startswith(f"{leader}_"), publisher
 
 
 async def test_a_leader_cut_from_kafka_loses_its_partitions_and_keeps_leading(
     deployed: Deployed, kafka: KafkaServer
 ) -> None:
     rule = ["OUTPUT", "-p", "tcp", "--dport", str(PODS_PORT), "-j", "DROP"]
-    starts = await end_offsets(kafka.bootstrap, cluster.TOPIC)
     leader, other = await _settled(deployed)
     owned = await asyncio.to_thread(_owned_by, leader)
     assert owned, f"{leader} reads no partition"
-    async with (
-        _watched(deployed) as watches,
-        committed_offsets(kafka.bootstrap, GROUP) as committed,
-    ):
-        started = time.monotonic()
-        load = asyncio.create_task(asyncio.to_thread(aggregator_produce, RATE, 70, 63))
-        await asyncio.sleep(8)
+    async with _under_load(deployed, kafka, 70, 63) as run:
         async with cut_off(deployed, [leader], rule) as cut:
-            at_cut = await committed()
+            at_cut = await run.committed()
 
             async def moved() -> bool:
-                now = await committed()
+                now = await run.committed()
                 return all(now[p] > at_cut[p] for p in owned)
 
             while not await moved():
@@ -259,14 +273,12 @@ async def test_a_leader_cut_from_kafka_loses_its_partitions_and_keeps_leading(
             taken = await asyncio.to_thread(_owned_by, other)  # members heartbeat every few s
         healed = time.monotonic()
         await _until(f"{leader} ready", lambda: deployed.pod_ready(leader), 90)
-        await load
-        await asyncio.sleep(3)
-        leaders = _epochs(watches, started)
-    print(
-        f"\nleader cut from Kafka: its partitions {owned} committed by {other} "
-        f"{moved_at - cut:.1f} s after the cut (session timeout 10 s); cut for "
-        f"{healed - cut:.0f} s, leaders seen: {sorted(leaders)}"
-    )
-    assert set(owned) <= set(taken), (owned, taken)
-    assert len(leaders) == 1, leaders  # a broker it cannot reach does not stop the reducer
-    await _checked(kafka, watches, started, starts)
+        await run.load
+        leaders = _epochs(run.watches, run.started)
+        print(
+            f"\nleader cut from Kafka: its partitions {owned} committed by {other} "
+            f"{moved_at - cut:.1f} s after the cut (session timeout 10 s); cut for "
+            f"{healed - cut:.0f} s, leaders seen: {sorted(leaders)}"
+        )
+        assert set(owned) <= set(taken), (owned, taken)
+        assert len(leaders) == 1, leaders  # a broker it cannot reach does not stop the reducer

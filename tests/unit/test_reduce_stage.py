@@ -99,6 +99,18 @@ async def test_a_tick_publishes_only_while_the_elector_confirms_its_epoch() -> N
     assert (bus.published, stage.stats.withheld, stage.stats.published) == (1, 3, 1)
 
 
+def stalling_stage(feed: MemoryFeed, bus: MemoryBus, clock: ManualClock) -> ReduceStage:
+    """A leader's reduce stage with a 1 s tick and a 5 s stall limit, epoch 3."""
+    return ReduceStage(
+        feed,
+        bus,
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
+        identity="pod_a",
+        leading_epoch=lambda: 3,
+    )
+
+
 class DeadFeed(MemoryFeed):
     """A feed whose store stops answering once ``cut`` is set."""
 
@@ -114,14 +126,7 @@ async def test_a_leader_that_cannot_publish_for_the_stall_limit_steps_down() -> 
     clock = ManualClock()
     bus = FlakyBus(failures=0)
     feed = DeadFeed(MemoryStoreServer(clock, ttl_s=600))
-    stage = ReduceStage(
-        feed,
-        bus,
-        clock,
-        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
-        identity="pod_a",
-        leading_epoch=lambda: 3,
-    )
+    stage = stalling_stage(feed, bus, clock)
     task = asyncio.create_task(stage.run(3))
     await clock.advance(3.0)
     assert stage.stats.published >= 3
@@ -150,14 +155,7 @@ async def test_a_leader_whose_feed_never_opens_steps_down_at_the_stall_limit() -
         async def open(self) -> list[tuple[PartialKey, Partial]]:
             raise StoreUnavailable("store unreachable")
 
-    stage = ReduceStage(
-        ClosedFeed(MemoryStoreServer(clock, ttl_s=600)),
-        MemoryBus(),
-        clock,
-        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
-        identity="pod_a",
-        leading_epoch=lambda: 3,
-    )
+    stage = stalling_stage(ClosedFeed(MemoryStoreServer(clock, ttl_s=600)), MemoryBus(), clock)
     task = asyncio.create_task(stage.run(3))
     for _ in range(40):
         await clock.advance(0.25)
@@ -182,14 +180,7 @@ class HangingBus(MemoryBus):
 async def test_a_publish_that_gets_no_answer_is_abandoned_at_the_stall_limit() -> None:
     clock = ManualClock()
     bus = HangingBus()
-    stage = ReduceStage(
-        MemoryFeed(MemoryStoreServer(clock, ttl_s=600)),
-        bus,
-        clock,
-        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
-        identity="pod_a",
-        leading_epoch=lambda: 3,
-    )
+    stage = stalling_stage(MemoryFeed(MemoryStoreServer(clock, ttl_s=600)), bus, clock)
     task = asyncio.create_task(stage.run(3))
     await clock.advance(2.0)
     assert stage.stats.published >= 2
@@ -214,14 +205,7 @@ async def test_a_leader_stepping_down_does_not_wait_for_a_feed_that_cannot_close
             await closed.wait()
 
     bus = HangingBus()
-    stage = ReduceStage(
-        StuckFeed(MemoryStoreServer(clock, ttl_s=600)),
-        bus,
-        clock,
-        ReduceSettings(("app",), 300, 1, 1.0, 10, stall_s=5.0),
-        identity="pod_a",
-        leading_epoch=lambda: 3,
-    )
+    stage = stalling_stage(StuckFeed(MemoryStoreServer(clock, ttl_s=600)), bus, clock)
     task = asyncio.create_task(stage.run(3))
     await clock.advance(1.0)
     bus.hang = True
