@@ -63,7 +63,7 @@ def memory_stage(
     )
 
 
-async def until(condition: object, timeout_s: float = 5.0) -> None:
+async def until(condition: object, timeout_s: float = 20.0) -> None:
     """Poll a condition that no event signals (it reads the stage's counters)."""
     async with asyncio.timeout(timeout_s):
         while not (callable(condition) and condition()):  # noqa: ASYNC110
@@ -309,13 +309,21 @@ async def test_a_deposed_map_stage_reloads_and_never_commits_past_the_store() ->
 
 class RefusedDeadLetters(CollectingDeadLetters):
     """A dead-letter producer whose start is refused with each message of ``refusals``
-    in turn, then works."""
+    in turn, then works; with ``hold_at``, the start that finds that many refusals
+    left waits for ``release`` (so a test can look at the stage mid-refusal, however
+    slow the machine)."""
 
-    def __init__(self, refusals: list[str]) -> None:
+    def __init__(self, refusals: list[str], hold_at: int | None = None) -> None:
         super().__init__()
         self.refusals = refusals
+        self.hold_at = hold_at
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def start(self) -> None:
+        if self.hold_at is not None and len(self.refusals) == self.hold_at:
+            self.held.set()
+            await self.release.wait()
         if self.refusals:
             raise SourceRefused(self.refusals.pop(0))
 
@@ -329,15 +337,18 @@ async def test_a_refused_start_is_said_once_per_reason_and_retried_quietly(
     log = MemoryLog(clock, partitions=1)
     log.append(0, orjson.dumps({"ts": clock.time(), "app": "a"}))
     consumer = MemoryConsumer(log, "g", "m1")
-    dead = RefusedDeadLetters(["wrong password"] * 20 + ["expired certificate"] * 20)
+    refusals = ["wrong password"] * 20 + ["expired certificate"] * 20
+    dead = RefusedDeadLetters(refusals, hold_at=10)
     stage = memory_stage(consumer, MemoryStoreServer(clock, ttl_s=600), clock, dead)
     task = asyncio.create_task(stage.run())
     try:
-        await until(lambda: len(dead.refusals) == 10)
+        async with asyncio.timeout(30):
+            await dead.held.wait()  # 30 refusals in: both reasons said, still refused
         ready_while_refused = stage.ready
         assert not ready_while_refused
         assert consumer.assignment() == frozenset()  # the source waits for the producer
-        await until(lambda: stage.ready and stage.stats.counted == 1)
+        dead.release.set()
+        await until(lambda: stage.ready and stage.stats.counted == 1, timeout_s=30)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
