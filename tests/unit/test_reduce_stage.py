@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -217,3 +220,59 @@ async def test_a_leader_stepping_down_does_not_wait_for_a_feed_that_cannot_close
     assert clock.monotonic() - cut <= 5.0 + 0.5 + 0.2  # the stall, then at most 0.5 s
     closed.set()  # the close finishes later, by itself
     await asyncio.sleep(0)
+
+
+async def test_a_long_read_of_the_map_lets_the_event_loop_run() -> None:
+    # A full read of a big window once held the loop for 30 s: the lease was not
+    # renewed, the consumer's session expired and the liveness probe failed.
+    clock = SystemClock()
+    work_s, items = 0.0005, 800  # 0.4 s of applying, in small pieces
+
+    class SlowFeed:
+        """A feed whose first read decodes slowly, entry by entry (PartialFeed)."""
+
+        async def changes(self) -> list[tuple[PartialKey, Partial]]:
+            return []
+
+        async def close(self) -> None:
+            pass
+
+        async def open(self) -> Iterator[tuple[PartialKey, Partial]]:
+            def decode() -> Iterator[tuple[PartialKey, Partial]]:
+                for bucket in range(items):
+                    until = time.perf_counter() + work_s
+                    while time.perf_counter() < until:  # decoding, say
+                        pass
+                    yield PartialKey("t", 0, int(clock.time()) - bucket % 200), Partial(0, 1)
+
+            return decode()
+
+    wakes: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            wakes.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    stage = ReduceStage(
+        SlowFeed(),
+        MemoryBus(),
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10),
+        identity="pod_a",
+        leading_epoch=lambda: 3,
+    )
+    beats = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    task = asyncio.create_task(stage.run(3))
+    try:
+        async with asyncio.timeout(10):
+            while stage.stats.published == 0:  # noqa: ASYNC110 (a counter, no event)
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    longest = max(b - a for a, b in itertools.pairwise(wakes))
+    assert longest < 0.15, f"the event loop was held for {longest:.3f} s"
