@@ -67,10 +67,17 @@ class SoakRecord:
         self.events.append((at, what))
         print(f"{at:7.1f} s: {what}", flush=True)
 
-    def slopes(self, warm_up_s: float, role_warm_up_s: float, min_span_s: float) -> list[Slope]:
+    def slopes(
+        self,
+        warm_up_s: float,
+        role_warm_up_s: float,
+        min_span_s: float,
+        rebalances: list[float],
+    ) -> list[Slope]:
         """Every series that has at least ``min_span_s`` of samples after its warm-up:
-        ``warm_up_s`` from the container's first sample, and ``role_warm_up_s`` from
-        a change of role."""
+        ``warm_up_s`` from the container's first sample and from the last rebalance
+        before the end of the series (a pod given partitions fills their retention
+        again), and ``role_warm_up_s`` from a change of role."""
         series: dict[tuple[str, str], list[PodSample]] = {}
         for sample in self.pods:
             series.setdefault((sample.pod, sample.container), []).append(sample)
@@ -78,7 +85,12 @@ class SoakRecord:
         for (pod, container), samples in series.items():
             born = samples[0].at
             for run in _runs_of_one_role(samples):
-                since = max(born + warm_up_s, run[0].at + role_warm_up_s)
+                moved = [at for at in rebalances if at < run[-1].at]
+                since = max(
+                    born + warm_up_s,
+                    run[0].at + role_warm_up_s,
+                    max(moved, default=born) + warm_up_s,
+                )
                 warm = [s for s in run if s.at >= since]
                 if len(warm) < 3 or warm[-1].at - warm[0].at < min_span_s:
                     continue

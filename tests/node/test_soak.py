@@ -59,9 +59,8 @@ from tests.support.readback import committed_offsets, end_offsets
 
 MINUTES = float(os.environ.get("AGG_SOAK_MINUTES", "3"))
 RATE = int(os.environ.get("AGG_SOAK_RATE", "3000"))
-KILL_EVERY_S = float(os.environ.get("AGG_SOAK_KILL_EVERY_S", "60" if MINUTES < 10 else "420"))
-"""Every 7 minutes in a long run: a container must live through its warm-up and
-then long enough in one role to be judged (WARM_UP_S + JUDGED_SPAN_S)."""
+KILL_EVERY_S = float(os.environ.get("AGG_SOAK_KILL_EVERY_S", "40" if MINUTES < 10 else "300"))
+"""In the first half of the run; the second half is judged."""
 WRITE = os.environ.get("AGG_SOAK_WRITE") == "1"
 SAMPLE_EVERY_S = 5.0
 PODS = 3
@@ -188,21 +187,14 @@ async def _sampler(
 
 
 async def _faults(deployed: Deployed, record: SoakRecord, began: float, duration_s: float) -> None:
-    """SIGKILL the leader's container every KILL_EVERY_S; restart one Hazelcast member
-    once, half-way (between two kills)."""
+    """The faults, all in the first half, so that the second half can be judged: a
+    SIGKILL of the leader's container every KILL_EVERY_S, then one Hazelcast member
+    restarted at half-time.  Every kill moves partitions, and a pod that is given
+    partitions fills their retention again: a warm-up (``SoakRecord.slopes``)."""
     rng = random.Random(16)
-    restart_at = (duration_s / 2 // KILL_EVERY_S + 0.5) * KILL_EVERY_S
+    half = duration_s / 2
     next_kill = KILL_EVERY_S
-    restarted = False
-    while True:
-        now = time.monotonic() - began
-        if now >= duration_s - 20:
-            return
-        if not restarted and now >= restart_at:
-            member = f"hazelcast-{rng.randrange(HAZELCAST_MEMBERS)}"
-            await asyncio.to_thread(deployed.kubectl, "delete", "pod", member, "--wait=false")
-            record.note(now, f"Hazelcast member {member} deleted (the StatefulSet recreates it)")
-            restarted = True
+    while (now := time.monotonic() - began) < half:
         if now >= next_kill:
             next_kill += KILL_EVERY_S
             with contextlib.suppress(LookupError, AssertionError):
@@ -211,6 +203,10 @@ async def _faults(deployed: Deployed, record: SoakRecord, began: float, duration
                 os.kill(pid, signal.SIGKILL)
                 record.note(now, f"leader {leader} killed (SIGKILL of its container)")
         await asyncio.sleep(1)
+    member = f"hazelcast-{rng.randrange(HAZELCAST_MEMBERS)}"
+    await asyncio.to_thread(deployed.kubectl, "delete", "pod", member, "--wait=false")
+    record.note(time.monotonic() - began, f"Hazelcast member {member} deleted (restarted)")
+    await asyncio.sleep(max(0.0, duration_s - (time.monotonic() - began)))
 
 
 async def test_three_pods_under_load_with_faults_stay_exact_and_flat(
@@ -245,7 +241,8 @@ async def test_three_pods_under_load_with_faults_stay_exact_and_flat(
     )
     problems = history_problems(watches, began, brute_force.classify(messages))
 
-    slopes = record.slopes(WARM_UP_S, ROLE_WARM_UP_S, JUDGED_SPAN_S)
+    kills_at = [at for at, what in record.events if "killed" in what]
+    slopes = record.slopes(WARM_UP_S, ROLE_WARM_UP_S, JUDGED_SPAN_S, kills_at)
     table = record.table(slopes, RSS_SLOPE_LIMIT)
     print(f"\n{table}")
     if WRITE:
@@ -262,7 +259,7 @@ async def test_three_pods_under_load_with_faults_stay_exact_and_flat(
 
     assert problems == [], problems[:10]  # one publisher per epoch, never an event twice
     kills = sum("killed" in what for _, what in record.events)
-    assert kills >= max(1, int(duration_s // KILL_EVERY_S) - 1), record.events
+    assert kills >= max(1, int(duration_s / 2 // KILL_EVERY_S) - 1), record.events
     # one new leader per kill: the Hazelcast restart made nobody step down
     epochs = record.cluster[-1].epoch - record.cluster[0].epoch
     assert epochs == kills, record.events
