@@ -30,7 +30,7 @@ from aggregator.ports.clock import Clock, wait_first
 from aggregator.ports.store import PartialFeed, PartialKey, StoreUnavailable
 from aggregator.services.durations import TICK_BOUNDS, Durations
 from aggregator.services.leading import StepDown
-from aggregator.services.retry import Backoff
+from aggregator.services.retry import Backoff, retry
 
 FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
 PUBLISH_AT_LEAST_S = 1.0
@@ -190,14 +190,18 @@ class ReduceStage:
         publish.result()
 
     async def _open_feed(self) -> Iterable[tuple[PartialKey, Partial]]:
-        delays = FEED_OPEN_BACKOFF.delays()
-        while True:
-            try:
-                return await self._feed.open()
-            except StoreUnavailable as error:
-                self._log.warning("store unavailable for the reducer, retrying: %s", error)
-                self._give_up_if_stalled(error)
-            await self._clock.sleep(next(delays))
+        def failed(error: Exception, delay: float) -> None:
+            self._log.warning("store unavailable for the reducer, retrying: %s", error)
+            assert isinstance(error, StoreUnavailable)
+            self._give_up_if_stalled(error)  # raises StepDown out of the retry
+
+        return await retry(
+            self._feed.open,
+            errors=StoreUnavailable,
+            backoff=FEED_OPEN_BACKOFF,
+            clock=self._clock,
+            on_error=failed,
+        )
 
     def _give_up_if_stalled(self, error: StoreUnavailable) -> None:
         silent = self._clock.monotonic() - self._published_at
