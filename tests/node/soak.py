@@ -62,6 +62,10 @@ class SoakRecord:
     cluster: list[ClusterSample] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
     """(seconds since the start, what happened): leader kills, the Hazelcast restart."""
+    limit_bytes: int = 0
+    """The aggregator containers' memory limit, from their pod spec."""
+    out_of_memory: set[str] = field(default_factory=set)
+    """Containers whose pod reported them OOMKilled."""
 
     def note(self, at: float, what: str) -> None:
         self.events.append((at, what))
@@ -113,11 +117,15 @@ class SoakRecord:
     def table(self, slopes: list[Slope], limit_mib_per_min: float) -> str:
         peak_entries = max((c.entries for c in self.cluster), default=0)
         peak_lag = max((c.lag for c in self.cluster), default=0)
+        peak_rss = max((p.rss_bytes for p in self.pods), default=0)
+        killed = f"{len(self.out_of_memory)} containers" if self.out_of_memory else "none"
         lines = [
             f"{self.minutes:g} minutes at {self.rate:,} events/s; "
             f"{sum('killed' in e for _, e in self.events)} leader kills and "
             f"{sum('Hazelcast' in e for _, e in self.events)} Hazelcast member restart; "
-            f"Hazelcast entries at most {peak_entries:,}; consumer lag at most {peak_lag:,}.",
+            f"Hazelcast entries at most {peak_entries:,}; consumer lag at most {peak_lag:,}; "
+            f"RSS at most {peak_rss / MIB:.0f} MiB (limit {self.limit_bytes / MIB:.0f} MiB); "
+            f"killed for memory: {killed}.",
             "",
             "| pod | container | role | judged over | RSS (MiB) | RSS slope | "
             "open fds | asyncio tasks |",
