@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import failover, kafka_load, latency, reduce_scale, throughput
+from bench import failover, kafka_load, latency, latency_path, reduce_scale, throughput
 from bench.doc import DOC, write_block
 from bench.reduce_scale import ReduceScale
 from bench.throughput import MapRun, Rate, Servers
@@ -143,8 +143,10 @@ async def run(plan: Plan, phases: set[str], logs: Path) -> Results:
         run_ = results.latency
         say(
             f"  p50 {run_.p50:.2f} s, p99 {run_.p99:.2f} s ({len(run_.latencies)} samples; "
-            f"{run_.missing} never complete on a dashboard)"
+            f"{run_.missing} never complete on a dashboard); Hazelcast "
+            f"{run_.hazelcast_calls_per_s:.1f} calls/s"
         )
+        say("\n".join(latency_path.describe(run_.journeys)))
         if run_.missing:
             results.notes.append(
                 f"Latency: {run_.missing} (batch, dashboard) pairs never showed their second "
