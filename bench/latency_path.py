@@ -26,9 +26,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hazelcast.asyncio import HazelcastClient
+from hazelcast.asyncio import HazelcastClient, Map
 
-from aggregator.adapters.hazelcast.codec import decode_partial, parse_partial_key
+from aggregator.adapters.hazelcast.codec import Blob, decode_partial, parse_partial_key
 from aggregator.adapters.hazelcast.connection import connect
 
 CALLS_PER_CREATE = 1
@@ -54,7 +54,7 @@ class PartialWatcher:
 
     async def start(self, members: Sequence[str], cluster_name: str, map_name: str) -> None:
         self._client = await connect(members, cluster_name, client_name="bench-latency-watch")
-        imap = await self._client.get_map(map_name)
+        imap: Map[str, Blob] = await self._client.get_map(map_name)
         await imap.add_entry_listener(
             include_value=True, added_func=self._on_added, updated_func=self._on_updated
         )
@@ -77,9 +77,7 @@ class PartialWatcher:
         if key is None or not isinstance(value, (bytes, bytearray)):
             return
         partial = decode_partial(value)
-        self.landings.append(
-            Landing(at, key.partition, key.bucket, partial.total.count, created)
-        )
+        self.landings.append(Landing(at, key.partition, key.bucket, partial.total.count, created))
 
     def write_calls(self, start: float, end: float) -> int:
         """Hazelcast calls of the partial writes that landed in [start, end)."""

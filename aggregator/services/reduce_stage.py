@@ -9,13 +9,13 @@ leads with this epoch (and renewed recently enough); if not, it stays silent.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from aggregator.core.cadence import next_beat
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published, SnapshotBus
@@ -34,6 +34,9 @@ class ReduceSettings:
     bucket_seconds: int
     tick_s: float
     top_n: int
+    tick_delay_s: float = 0.01
+    """How long after each multiple of ``tick_s`` the tick runs: time for the
+    flushes that close the previous bucket to reach the store."""
 
 
 @dataclass
@@ -134,9 +137,9 @@ class ReduceStage:
         self.stats.published += 1
 
     async def _sleep_to_next_tick(self) -> None:
-        tick = self._settings.tick_s
+        settings = self._settings
         now = self._clock.time()
-        await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
+        await self._clock.sleep(next_beat(now, settings.tick_s, settings.tick_delay_s) - now)
 
     def _store_failed(self, error: Exception, delay: float) -> None:
         self._log.warning("store unavailable for the reducer, retrying: %s", error)

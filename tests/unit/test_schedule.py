@@ -1,0 +1,177 @@
+"""When the map stage flushes and the leader ticks, on a clock moved by hand:
+flushes on the wall clock's multiples of the interval (a fetch never waits past
+one), the tick a fixed delay after each second, and a flush's partitions written
+side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+
+import orjson
+import pytest
+
+from aggregator.adapters.memory.bus import MemoryBus
+from aggregator.adapters.memory.clock import ManualClock, SystemClock
+from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
+from aggregator.adapters.memory.store import MemoryFeed, MemoryStoreClient, MemoryStoreServer
+from aggregator.core.accumulate import FoldSettings
+from aggregator.core.events import EventSchema
+from aggregator.core.partial import Partial
+from aggregator.ports.bus import Published
+from aggregator.ports.source import RebalanceListener, SourceRecord
+from aggregator.services.map_stage import MapStage
+from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
+
+START = 1_700_000_000.3
+FOLD = FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000)
+
+
+class IdleSource:
+    """A source with nothing to read whose fetch waits on the test's clock."""
+
+    name = "events"
+
+    def __init__(self, clock: ManualClock) -> None:
+        self._clock = clock
+        self.waits: list[tuple[float, float]] = []
+        """(wall time, timeout) of each fetch."""
+
+    async def start(self, listener: RebalanceListener) -> None:
+        return None
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[SourceRecord]:
+        self.waits.append((self._clock.time(), timeout_s))
+        await self._clock.sleep(timeout_s)
+        return []
+
+    async def commit(self, offsets: Mapping[int, int]) -> None:
+        return None
+
+    async def seek(self, partition: int, offset: int) -> None:
+        return None
+
+    async def committed(self, partition: int) -> int | None:
+        return None
+
+    async def end_offsets(self) -> dict[int, int]:
+        return {}
+
+    def assignment(self) -> frozenset[int]:
+        return frozenset()
+
+    async def stop(self) -> None:
+        return None
+
+
+class TimedMapStage(MapStage):
+    def __init__(self, clock: ManualClock, **kwargs: object) -> None:
+        self.source = IdleSource(clock)
+        super().__init__(
+            self.source,
+            MemoryStoreClient(MemoryStoreServer(clock, ttl_s=600)),
+            clock,
+            FOLD,
+            flush_interval_s=0.5,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.flushed_at: list[float] = []
+
+    async def flush(self) -> bool:
+        self.flushed_at.append(self._clock.time())
+        return await super().flush()
+
+
+async def run_for(clock: ManualClock, stage: TimedMapStage, seconds: float) -> None:
+    task = asyncio.create_task(stage.run())
+    try:
+        await clock.advance(seconds)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_flushes_fall_on_the_wall_clock_multiples_of_the_interval() -> None:
+    clock = ManualClock(start=START)
+    stage = TimedMapStage(clock)
+    await run_for(clock, stage, 3.0)
+    assert stage.flushed_at == pytest.approx([START + 0.2 + 0.5 * k for k in range(6)])
+    for at, timeout in stage.source.waits:  # no fetch waits past a flush that is due
+        assert at + timeout <= START + 0.2 + 0.5 * ((at - START - 0.2) // 0.5 + 1) + 1e-9
+
+
+async def test_unaligned_flushes_follow_the_start_and_the_fetch_waits() -> None:
+    # The schedule before aligned flushes (the benchmark's baseline): the interval
+    # counts from the start, and a due flush waits for the 0.2 s fetch under way.
+    clock = ManualClock(start=START)
+    stage = TimedMapStage(clock, align_flushes=False)
+    await run_for(clock, stage, 3.0)
+    assert stage.flushed_at == pytest.approx([START + 0.6 * k for k in range(1, 5)])
+
+
+async def test_the_tick_runs_its_delay_after_each_second() -> None:
+    clock = ManualClock(start=START)
+    bus = MemoryBus()
+    generated: list[float] = []
+
+    def deliver(message: Published) -> None:
+        generated.append(message.generated_at)
+
+    await bus.subscribe(deliver)
+    stage = ReduceStage(
+        MemoryFeed(MemoryStoreServer(clock, ttl_s=600)),
+        bus,
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10, tick_delay_s=0.03),
+        identity="pod_a",
+        leading_epoch=lambda: 1,
+    )
+    task = asyncio.create_task(stage.run(1))
+    try:
+        await clock.advance(3.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    start = int(START)
+    assert generated == pytest.approx([START, start + 1.03, start + 2.03, start + 3.03])
+
+
+class OverlapStore(MemoryStoreClient):
+    """Counts how many writes are under way at once."""
+
+    def __init__(self, server: MemoryStoreServer) -> None:
+        super().__init__(server)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def write(self, source: str, partition: int, partials: Sequence[Partial]) -> list[int]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await super().write(source, partition, partials)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_flush_writes_its_partitions_side_by_side_then_commits_them_all() -> None:
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=3)
+    event = orjson.dumps({"ts": clock.time(), "app": "a"})
+    for i in range(30):
+        log.append(i % 3, event)
+    store = OverlapStore(MemoryStoreServer(clock, ttl_s=600))
+    stage = MapStage(MemoryConsumer(log, "g", "m1"), store, clock, FOLD, flush_interval_s=0.05)
+    task = asyncio.create_task(stage.run())
+    try:
+        async with asyncio.timeout(5):
+            while log.group("g", 10).committed != {0: 10, 1: 10, 2: 10}:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert store.most_in_flight == 3
