@@ -4,6 +4,12 @@ publish the snapshot, stamped with the leader's fencing epoch.
 It first reads every stored partial, then only the ones that changed, so a tick
 costs what changed.  Before each publish it asks the elector whether it still
 leads with this epoch (and renewed recently enough); if not, it stays silent.
+
+Each tick runs a little after its second ends: for a while after the second
+the stage takes the changes as they come (every ``POLL_S``) and notes when the
+last write of a bucket that has ended arrived, which is when the pods' flushes
+that close the second landed; ``TickDelay`` (core/cadence.py) turns those
+landings into how long the next ticks wait, at most ``tick_delay_s``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from aggregator.core.cadence import next_beat
+from aggregator.core.cadence import TickDelay, next_beat
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
 from aggregator.ports.bus import Published, SnapshotBus
@@ -25,6 +31,9 @@ from aggregator.services.durations import TICK_BOUNDS, Durations
 from aggregator.services.retry import Backoff, retry
 
 FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
+POLL_S = 0.005
+"""How often the stage takes the feed's changes while the flushes that close a
+second land (reading the feed's buffer: no call to the store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +44,8 @@ class ReduceSettings:
     tick_s: float
     top_n: int
     tick_delay_s: float = 0.01
-    """How long after each multiple of ``tick_s`` the tick runs: time for the
-    flushes that close the previous bucket to reach the store."""
+    """The longest the tick waits after each multiple of ``tick_s`` for the
+    flushes that close the previous second (it learns how long they take)."""
 
 
 @dataclass
@@ -96,9 +105,15 @@ class ReduceStage:
             )
             for key, partial in loaded:
                 window.apply(key, partial)
+            delay = TickDelay(settings.tick_delay_s)
+            await self.tick(window, epoch)
             while True:
+                beat = next_beat(self._clock.time(), settings.tick_s)
+                await self._clock.sleep(beat - self._clock.time())
+                before = await self._follow(window, beat, beat + delay.current())
                 await self.tick(window, epoch)
-                await self._sleep_to_next_tick()
+                after = await self._follow(window, beat, beat + delay.ceiling_s)
+                delay.observe(after if after is not None else before)
         finally:
             await self._feed.close()
 
@@ -136,10 +151,23 @@ class ReduceStage:
             return
         self.stats.published += 1
 
-    async def _sleep_to_next_tick(self) -> None:
-        settings = self._settings
-        now = self._clock.time()
-        await self._clock.sleep(next_beat(now, settings.tick_s, settings.tick_delay_s) - now)
+    async def _follow(self, window: RollingWindow, beat: float, until: float) -> float | None:
+        """Apply the feed's changes as they come until ``until``; return how long
+        after ``beat`` the last one of a bucket ended by then arrived (None: none)."""
+        bucket_s = self._settings.bucket_seconds
+        latest = None
+        while (left := until - self._clock.time()) > 0:
+            await self._clock.sleep(min(POLL_S, left))
+            try:
+                changes = await self._feed.changes()
+            except StoreUnavailable:
+                return latest  # the tick says so
+            arrived = self._clock.time() - beat
+            for key, partial in changes:
+                window.apply(key, partial)
+                if key.bucket + bucket_s <= beat:
+                    latest = arrived
+        return latest
 
     def _store_failed(self, error: Exception, delay: float) -> None:
         self._log.warning("store unavailable for the reducer, retrying: %s", error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator.core.cadence import next_beat
+from aggregator.core.cadence import TickDelay, next_beat
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,32 @@ def test_next_beat(now: float, period: float, offset: float, beat: float) -> Non
 def test_a_period_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         next_beat(10.0, 0.0)
+
+
+def test_the_delay_starts_at_its_ceiling_then_follows_the_landings() -> None:
+    delay = TickDelay(0.25)
+    assert delay.current() == 0.25
+    delay.observe(None)  # no bucket closed at that second: nothing learned
+    assert delay.current() == 0.25
+    for _ in range(20):
+        delay.observe(0.02)
+    assert delay.current() == pytest.approx(0.03)  # the landing plus 10 ms
+    delay.observe(0.1)  # one slow second: the next 20 wait for such a one
+    for _ in range(19):
+        delay.observe(0.02)
+    assert delay.current() == pytest.approx(0.11)
+    delay.observe(0.02)  # 20 seconds later it is forgotten
+    assert delay.current() == pytest.approx(0.03)
+    delay.observe(0.5)  # slower than the ceiling: the ceiling
+    assert delay.current() == 0.25
+
+
+def test_the_delay_never_goes_below_the_floor_nor_above_a_small_ceiling() -> None:
+    fast = TickDelay(0.25)
+    fast.observe(0.0)
+    assert fast.current() == pytest.approx(0.01)
+    fixed = TickDelay(0.005)  # a ceiling below the floor: the ceiling
+    fixed.observe(0.0)
+    assert fixed.current() == 0.005
+    with pytest.raises(ValueError, match="negative"):
+        TickDelay(-1.0)

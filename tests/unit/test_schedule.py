@@ -1,7 +1,7 @@
 """When the map stage flushes and the leader ticks, on a clock moved by hand:
 flushes on the wall clock's multiples of the interval (a fetch never waits past
-one), the tick a fixed delay after each second, and a flush's partitions written
-side by side."""
+one), the tick as long after each second as the flushes that close it take to
+land, and a flush's partitions written side by side."""
 
 from __future__ import annotations
 
@@ -111,32 +111,70 @@ async def test_unaligned_flushes_follow_the_start_and_the_fetch_waits() -> None:
     assert stage.flushed_at == pytest.approx([START + 0.6 * k for k in range(1, 5)])
 
 
-async def test_the_tick_runs_its_delay_after_each_second() -> None:
-    clock = ManualClock(start=START)
+async def run_leader(clock: ManualClock, server: MemoryStoreServer, seconds: float) -> list[bytes]:
+    """Snapshots of a reduce stage with a 0.25 s delay ceiling over ``seconds``."""
     bus = MemoryBus()
-    generated: list[float] = []
+    payloads: list[bytes] = []
 
     def deliver(message: Published) -> None:
-        generated.append(message.generated_at)
+        payloads.append(message.payload)
 
     await bus.subscribe(deliver)
     stage = ReduceStage(
-        MemoryFeed(MemoryStoreServer(clock, ttl_s=600)),
+        MemoryFeed(server),
         bus,
         clock,
-        ReduceSettings(("app",), 300, 1, 1.0, 10, tick_delay_s=0.03),
+        ReduceSettings(("app",), 300, 1, 1.0, 10, tick_delay_s=0.25),
         identity="pod_a",
         leading_epoch=lambda: 1,
     )
     task = asyncio.create_task(stage.run(1))
     try:
-        await clock.advance(3.0)
+        await clock.advance(seconds)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    return payloads
+
+
+async def test_with_nothing_learned_the_tick_waits_its_ceiling_after_each_second() -> None:
+    clock = ManualClock(start=START)
+    payloads = await run_leader(clock, MemoryStoreServer(clock, ttl_s=600), 3.0)
+    generated = [orjson.loads(p)["generated_at"] for p in payloads]
     start = int(START)
-    assert generated == pytest.approx([START, start + 1.03, start + 2.03, start + 3.03])
+    assert generated == pytest.approx([START, start + 1.25, start + 2.25, start + 3.25])
+
+
+async def closing_flushes(clock: ManualClock, server: MemoryStoreServer, after_s: float) -> None:
+    """A pod whose flush that closes each second lands ``after_s`` after it."""
+    store = MemoryStoreClient(server)
+    second = int(clock.time())
+    while True:
+        second += 1
+        await clock.sleep(second + after_s - clock.time())
+        partial = Partial(second - 1, 1, offset=second)
+        partial.total.count = 7
+        await store.write("events", 0, [partial])
+
+
+async def test_the_tick_learns_when_the_closing_flushes_land_and_shows_them() -> None:
+    clock = ManualClock(start=START)
+    server = MemoryStoreServer(clock, ttl_s=600)
+    writer = asyncio.create_task(closing_flushes(clock, server, 0.04))
+    try:
+        payloads = await run_leader(clock, server, 8.0)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    snapshots = [orjson.loads(p) for p in payloads]
+    late = [s["generated_at"] % 1 for s in snapshots[3:]]
+    assert late == pytest.approx([0.05] * len(late), abs=0.006)  # the landing + 10 ms
+    for snapshot in snapshots[1:]:  # every second is complete in the first tick after it
+        shown = {s["start"]: s["count"] for s in snapshot["series"] if s["count"]}
+        closed = int(snapshot["generated_at"]) - 1
+        assert shown.get(closed) == 7
 
 
 class OverlapStore(MemoryStoreClient):

@@ -15,7 +15,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.dimensions == ("app", "platform", "crash_type")
     assert (settings.window_seconds, settings.bucket_seconds) == (300, 1)
     assert (settings.reduce_tick_seconds, settings.flush_interval_seconds) == (1.0, 0.5)
-    assert (settings.reduce_tick_delay_seconds, settings.align_flushes) == (0.03, True)
+    assert (settings.reduce_tick_delay_seconds, settings.align_flushes) == (0.25, True)
     assert settings.top_n == 10
     assert (
         settings.lease_duration_seconds,
