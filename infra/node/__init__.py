@@ -10,6 +10,7 @@ addresses, the measured times and the disk used.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -20,12 +21,30 @@ from infra.kube import etcd
 from infra.node import addons, buildkit, gobuild, host, images, layout, network, pki, servers, sweep
 from infra.process import InfraError
 
+NETNS_RECORD = layout.NODE_ROOT / "network-namespace"
+"""The inode of the network namespace the node was brought up in."""
+
 #: Images loaded into the node's containerd by ``up`` (the project's is built there too).
 NODE_IMAGES = (images.PAUSE, images.COREDNS, images.METRICS_SERVER, images.HAZELCAST)
 
 
 def _say(message: str) -> None:
     print(f"node: {message}", file=sys.stderr, flush=True)
+
+
+def _network_namespace() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+def _in_the_nodes_network_namespace() -> bool:
+    """The node's bridge, routes and pods live in the network namespace ``up`` ran
+    in (the host's).  From any other (``ip netns exec``), ``down`` would stop the
+    node's processes yet leave its network behind; so it leaves the node alone."""
+    try:
+        recorded = int(NETNS_RECORD.read_text())
+    except (OSError, ValueError):
+        return True  # no node brought up, or an older one: nothing to tell apart
+    return recorded == _network_namespace()
 
 
 class NodeComponent:
@@ -46,9 +65,16 @@ class NodeComponent:
 
     def up(self) -> None:
         started = time.monotonic()
+        if not _in_the_nodes_network_namespace():
+            raise InfraError(
+                "the node runs in another network namespace than this process "
+                "(ip netns exec?): run `python -m infra up node` from where it runs"
+            )
         host.check()
         self.require_installed()
         host.record()
+        NETNS_RECORD.parent.mkdir(parents=True, exist_ok=True)
+        NETNS_RECORD.write_text(str(_network_namespace()))
         network.up()
         keys = pki.ensure()
         servers.write_admin_kubeconfig(keys)
@@ -88,6 +114,12 @@ class NodeComponent:
 
     def down(self) -> None:
         started = time.monotonic()
+        if not _in_the_nodes_network_namespace():
+            _say(
+                "left alone: it runs in another network namespace than this process "
+                "(ip netns exec?); `python -m infra down node` from there stops it"
+            )
+            return
         record = host.recorded()
         # kubelet first, so that it restarts nothing; then every pod through the
         # CRI (containerd stops the containers and tears down their networks)
