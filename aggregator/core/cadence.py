@@ -14,8 +14,11 @@ from collections import deque
 DELAY_FLOOR_S = 0.01
 """The shortest delay: what the tick waited before it learned from the flushes."""
 DELAY_MARGIN_S = 0.01
-DELAY_HISTORY = 20
-"""Seconds of landings the delay is learned from."""
+DELAY_HISTORY = 60
+"""Seconds of landings the delay is learned from.  With the latest of the last
+n, a second lands later than all of them about once in n + 1 (for landings
+that vary at random): 60 keeps that under 2 %; a slow second holds the delay up
+for a minute."""
 
 
 def next_beat(now: float, period: float, offset: float = 0.0) -> float:
@@ -28,7 +31,7 @@ def next_beat(now: float, period: float, offset: float = 0.0) -> float:
 
 class TickDelay:
     """The tick's delay after the second, learned from when the flushes that close
-    a second land: the latest landing of the last 20 seconds, plus 10 ms,
+    a second land: the latest landing of the last minute, plus 10 ms,
     between ``DELAY_FLOOR_S`` and ``ceiling_s``.  It starts at the ceiling.  The
     latest, not a percentile: a landing after the tick costs its second a whole
     tick, a longer delay costs every second only the difference."""

@@ -33,14 +33,14 @@ def test_the_delay_starts_at_its_ceiling_then_follows_the_landings() -> None:
     assert delay.current() == 0.25
     delay.observe(None)  # no bucket closed at that second: nothing learned
     assert delay.current() == 0.25
-    for _ in range(20):
+    for _ in range(60):
         delay.observe(0.02)
     assert delay.current() == pytest.approx(0.03)  # the landing plus 10 ms
-    delay.observe(0.1)  # one slow second: the next 20 wait for such a one
-    for _ in range(19):
+    delay.observe(0.1)  # one slow second: the next minute waits for such a one
+    for _ in range(59):
         delay.observe(0.02)
     assert delay.current() == pytest.approx(0.11)
-    delay.observe(0.02)  # 20 seconds later it is forgotten
+    delay.observe(0.02)  # a minute later it is forgotten
     assert delay.current() == pytest.approx(0.03)
     delay.observe(0.5)  # slower than the ceiling: the ceiling
     assert delay.current() == 0.25
