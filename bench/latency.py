@@ -35,7 +35,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.kafka_load import BATCH_BYTES
-from bench.latency_path import CALLS_PER_SNAPSHOT, Journey, PartialWatcher
+from bench.latency_path import CALLS_PER_SNAPSHOT, Journey, PartialWatcher, quantile
 from bench.pods import PARTITIONS, running_pods
 from bench.workload import EventPool
 from harness.snapshots import SnapshotRecorder
@@ -70,8 +70,7 @@ class LatencyRun:
     """Partial writes and snapshot publishes, over the measured seconds."""
 
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
+        return quantile(self.latencies, q)
 
     @property
     def p50(self) -> float:

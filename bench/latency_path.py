@@ -120,7 +120,7 @@ class Journey:
 
 
 def quantile(values: Sequence[float], q: float) -> float:
-    """The same rank rule as ``LatencyRun.quantile``."""
+    """The value at rank ``int(q * n)`` of the sorted values (NaN for none)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 

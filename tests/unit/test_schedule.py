@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -83,8 +84,9 @@ class TimedMapStage(MapStage):
         return await super().flush()
 
 
-async def run_for(clock: ManualClock, stage: TimedMapStage, seconds: float) -> None:
-    task = asyncio.create_task(stage.run())
+async def run_for(clock: ManualClock, work: Coroutine[Any, Any, None], seconds: float) -> None:
+    """Run ``work`` while the clock moves ``seconds``, then cancel it."""
+    task = asyncio.create_task(work)
     try:
         await clock.advance(seconds)
     finally:
@@ -96,7 +98,7 @@ async def run_for(clock: ManualClock, stage: TimedMapStage, seconds: float) -> N
 async def test_flushes_fall_on_the_wall_clock_multiples_of_the_interval() -> None:
     clock = ManualClock(start=START)
     stage = TimedMapStage(clock)
-    await run_for(clock, stage, 3.0)
+    await run_for(clock, stage.run(), 3.0)
     assert stage.flushed_at == pytest.approx([START + 0.2 + 0.5 * k for k in range(6)])
     for at, timeout in stage.source.waits:  # no fetch waits past a flush that is due
         assert at + timeout <= START + 0.2 + 0.5 * ((at - START - 0.2) // 0.5 + 1) + 1e-9
@@ -107,7 +109,7 @@ async def test_unaligned_flushes_follow_the_start_and_the_fetch_waits() -> None:
     # counts from the start, and a due flush waits for the 0.2 s fetch under way.
     clock = ManualClock(start=START)
     stage = TimedMapStage(clock, align_flushes=False)
-    await run_for(clock, stage, 3.0)
+    await run_for(clock, stage.run(), 3.0)
     assert stage.flushed_at == pytest.approx([START + 0.6 * k for k in range(1, 5)])
 
 
@@ -128,13 +130,7 @@ async def run_leader(clock: ManualClock, server: MemoryStoreServer, seconds: flo
         identity="pod_a",
         leading_epoch=lambda: 1,
     )
-    task = asyncio.create_task(stage.run(1))
-    try:
-        await clock.advance(seconds)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await run_for(clock, stage.run(1), seconds)
     return payloads
 
 
