@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test check lint typecheck contracts jscheck hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
+.PHONY: setup demo test soak check lint typecheck contracts jscheck hooks unit coverage pytest infra-install browser-install infra-up infra-down infra-status cluster cluster-down bench clean
 
 $(STAMP): pyproject.toml hatch_build.py aggregator/core/_native.c
 	$(PYTHON) -m venv $(VENV)
@@ -96,27 +96,38 @@ pytest: $(STAMP)
 test: check coverage infra-install browser-install pytest
 
 # The core benchmarks, then the end-to-end suite on the local servers (started
-# here), against the raw aiokafka ceiling and the Quix Streams peer.  The peer
-# has its own environment: quixstreams pins pydantic < 2.14, kubernetes >= 2.14.2.
+# here), against the raw aiokafka ceiling and three peers: Quix Streams, Pathway
+# and Bytewax.  Each peer has its own environment .venv-NAME, built from
+# bench/NAME-requirements.txt: quixstreams pins pydantic < 2.14, kubernetes
+# needs >= 2.14.2, and Pathway and Bytewax pin their own dependencies.
 BENCH_STAMP := $(VENV)/.bench-installed
-PEER_VENV   ?= .venv-peer
-PEER_STAMP  := $(PEER_VENV)/.installed
+PEER_VENVS  := .venv-peer .venv-pathway .venv-bytewax
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-$(PEER_STAMP): bench/peer-requirements.txt
-	$(PYTHON) -m venv $(PEER_VENV)
-	$(PEER_VENV)/bin/pip install --quiet --upgrade pip
-	$(PEER_VENV)/bin/pip install --quiet -r bench/peer-requirements.txt
-	touch $(PEER_STAMP)
+.venv-%/.installed: bench/%-requirements.txt
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -r $<
+	touch $@
 
-bench: $(BENCH_STAMP) $(PEER_STAMP) infra-install infra-up
+bench: $(BENCH_STAMP) $(PEER_VENVS:%=%/.installed) infra-install infra-up
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.map_phases
 	$(BIN)/python -m bench.ws_clients
-	BENCH_PEER_PYTHON=$(PEER_VENV)/bin/python $(BIN)/python -m bench.suite
+	$(BIN)/python -m bench.suite
+
+# The soak (docs/reliability.md, "The soak"): three pods on the local node for
+# 30 minutes at 3,000 events/s; in the first half the leader is SIGKILLed every
+# 5 minutes, then one Hazelcast member restarted; the second half is judged.  It
+# writes the table and docs/soak.png.  The tests run the same soak for 3 minutes.
+# AGG_SOAK_MINUTES / AGG_SOAK_RATE change it.
+SOAK_MINUTES ?= 30
+
+soak: $(BENCH_STAMP) infra-install
+	AGG_SOAK_MINUTES=$(SOAK_MINUTES) AGG_SOAK_WRITE=1 $(BIN)/pytest -s -q -ra tests/node/test_soak.py
 
 clean:
-	rm -rf $(VENV) $(PEER_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(PEER_VENVS) node_modules .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -10,7 +10,8 @@ every partial rolled up is encoded as ``HazelcastStore`` writes it.  Times are
 process CPU time, best of ``--repeats``; the same runs with the C extension
 switched off are the baseline.
 
-``python -m bench.map_phases [--events N]``
+``python -m bench.map_phases [--events N] [--distinct-apps]`` (``--distinct-apps``:
+every event has an app of its own, the highest cardinality; issue 17)
 """
 
 from __future__ import annotations
@@ -58,10 +59,11 @@ class Phases:
         return self.records + self.fold + self.roll_up + self.encode
 
 
-def fetches(events: int) -> list[Fetch]:
+def fetches(events: int, *, distinct_apps: bool = False) -> list[Fetch]:
     pool = EventPool()
     per: list[list[ConsumerRecord[bytes, bytes]]] = [[] for _ in range(PARTITIONS)]
-    for index, event in enumerate(pool.events(events, BASE_TS * 1000, SPREAD_MS)):
+    stream = pool.events(events, BASE_TS * 1000, SPREAD_MS, distinct_apps=distinct_apps)
+    for index, event in enumerate(stream):
         records = per[index % PARTITIONS]
         records.append(
             ConsumerRecord(
@@ -128,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.map_phases")
     parser.add_argument("--events", type=int, default=600_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--distinct-apps", action="store_true", help="every event an app of its own"
+    )
     args = parser.parse_args(argv)
-    batches = fetches(args.events)
+    batches = fetches(args.events, distinct_apps=args.distinct_apps)
     gc.collect()
     gc.freeze()  # as aggregator run does; the input is not what the collector should walk
     runs = {"python": best_of(batches, args.repeats, compiled=False)}

@@ -118,6 +118,7 @@ async def run_ours() -> dict[str, Any]:
             "store_calls": store.stats.calls,
             "store_writes": store.stats.writes,
             "partials_written": store.stats.entries,
+            "bytes_written": store.stats.bytes_written,
         }
         commits.append(entry)
         emit(commit=entry)
@@ -138,6 +139,7 @@ async def run_ours() -> dict[str, Any]:
             "store_calls": store.stats.calls,
             "store_writes": store.stats.writes,
             "partials_written": store.stats.entries,
+            "bytes_written": store.stats.bytes_written,
         }
         assignments.append(sorted(source.assignment()))
         emit(go=time.time())

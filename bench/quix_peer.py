@@ -3,13 +3,16 @@
 Run by ``bench.suite`` in its own virtual environment (``.venv-peer``): Quix
 Streams 3.28 pins pydantic < 2.14 while our kubernetes client needs >= 2.14.2,
 so the two cannot share one environment.  This module imports nothing of ours
-(only the standard library and quixstreams) for that reason.
+but ``bench.peer_io`` (standard library only) for that reason.
 
-One process reads the topic from the earliest offset in a consumer group of its
-own, with its state in a temporary folder, and stops after ``--count`` records;
-it prints one JSON line: when the first record was processed, when the last
-one was, and when ``app.run`` returned (after its final checkpoint: state
-flushed, changelog produced, offsets committed).
+One process reads the topic (the first ``--count`` events of the workload) from
+the earliest offset in a consumer group of its own, with its state in a
+temporary folder, and stops after ``--count`` records; it prints one JSON line
+(``bench.peer_io``): when the first record was processed, when the last one
+was, and when ``app.run`` returned (after its final checkpoint: state flushed,
+changelog produced, offsets committed).  With ``.final()`` Quix emits a window
+only once a later event closes it, and the workload has none: it emits no
+counts, so the suite checks only that it processed every record.
 
 Configuration (Quix defaults unless said): JSON values, the event time read
 from the value's ``ts`` (epoch seconds, like ours), the message key (the app)
@@ -21,28 +24,16 @@ partials), commit interval 5 s, at-least-once.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import resource
 import sys
 import time
 from typing import Any
 
+from bench import peer_io
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.quix_peer")
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True)
-    parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--count", type=int, required=True, help="records to process")
-    parser.add_argument("--window-ms", type=int, default=300_000)
-    parser.add_argument(
-        "--step-ms", type=int, default=1_000, help="hop; >= the window: a tumbling window"
-    )
-    parser.add_argument("--grace-ms", type=int, default=30_000)
-    args = parser.parse_args(argv)
+    args = peer_io.arguments("python -m bench.quix_peer", argv)
 
     from quixstreams import Application
 
@@ -58,14 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(value["ts"] * 1000)
 
     topic = app.topic(args.topic, value_deserializer="json", timestamp_extractor=event_time)
-    progress = {"processed": 0, "first": 0.0, "last": 0.0}
+    tally = peer_io.Tally(args.count)
 
     def seen(value: Any) -> None:
-        progress["processed"] += 1
-        if progress["processed"] == 1:
-            progress["first"] = time.time()
-        if progress["processed"] >= args.count:
-            progress["last"] = time.time()
+        if tally.seen():
             app.stop()
 
     sdf = app.dataframe(topic).update(seen)
@@ -79,14 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     app.run()
     done = time.time()
     logging.shutdown()
-    result = {
-        "processed": progress["processed"],
-        "first_record_at": progress["first"],
-        "last_record_at": progress["last"],
-        "committed_at": done,
-        "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    }
-    print(json.dumps({"result": result}), flush=True)
+    peer_io.report(tally, args.state_dir, ended_at=done)
     return 0
 
 

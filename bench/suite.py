@@ -7,8 +7,9 @@ up``), side by side on one topic produced once:
   in 1, 2 and 3 processes of one consumer group, the raw aiokafka ceiling, and
   Hazelcast calls per flush and per 1,000 events; the RSS of the 1-process run
   as the events go by;
-- peer: Quix Streams counting per key in a 1 s tumbling window and in a 5-minute
-  hopping window with a 1 s step, one process each;
+- peer: Quix Streams, Pathway and Bytewax (``bench.peers``) counting per key in
+  a 1 s tumbling window and in a 5-minute hopping window with a 1 s step, one
+  process each, over a topic of the first N events, their counts checked;
 - latency: event-to-dashboard latency of ``aggregator run`` pods at the default
   1 s tick (``bench.latency`` explains the method);
 - reduce: reduce tick p50/p99 and process RSS at 1k, 10k and 100k keys;
@@ -37,6 +38,8 @@ from pathlib import Path
 from bench import failover, kafka_load, latency, latency_path, reduce_scale, throughput
 from bench.doc import DOC, write_block
 from bench.latency import LatencyRun
+from bench.peer_truth import window_counts
+from bench.peers import PEERS, run_peer
 from bench.reduce_scale import ReduceScale
 from bench.throughput import MapRun, Rate, Servers
 from bench.workload import EventPool
@@ -59,6 +62,8 @@ RSS_FLAT_GROWTH = 0.10
 """RSS counts as flat when the end is within 10 % of the start."""
 RSS_START_SHARE = 0.1
 """The start of the RSS comparison: once a tenth of the events are folded."""
+PEER_COLOURS = {"Quix": "#e07b39", "Pathway": "#8e5bc4", "Bytewax": "#b5892d"}
+"""The figure's bar colour per peer (by the first word of its label)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,8 @@ class Results:
     reduce: list[ReduceScale] = field(default_factory=list)
     failover: list[Failover] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    load: tuple[float, float] | None = None
+    """The machine's 1-minute load average at the start and at the end of the run."""
 
 
 def say(text: str) -> None:
@@ -190,7 +197,8 @@ async def _throughput(
     bootstrap = servers.bootstrap
     base_ms = int(time.time()) * 1000  # on a second: the events fill exactly 2 buckets
     say(f"producing {plan.events:,} events into {topic} ({PARTITIONS} partitions)")
-    events = EventPool().events(plan.events, base_ms, SPREAD_MS)
+    pool = EventPool()
+    events = pool.events(plan.events, base_ms, SPREAD_MS)
     results.produce_s = await kafka_load.produce(bootstrap, topic, events, PARTITIONS)
     ends = await kafka_load.end_offsets(bootstrap, topic)
     say(f"  {sum(ends.values()):,} records in {results.produce_s:.1f} s")
@@ -212,24 +220,50 @@ async def _throughput(
                     "after the start (a rebalance during the measurement)."
                 )
     if "peer" in phases:
-        if not throughput.peer_available():
-            message = (
-                f"peer skipped: {throughput.PEER_PYTHON} is missing (`make bench` creates "
-                "it: Quix Streams needs its own environment)"
+        await _peers(plan, bootstrap, pool, base_ms, prefix, logs, results)
+
+
+async def _peers(
+    plan: Plan,
+    bootstrap: str,
+    pool: EventPool,
+    base_ms: int,
+    prefix: str,
+    logs: Path,
+    results: Results,
+) -> None:
+    """Each peer over a topic of the first N events of the workload (the same
+    events, partitions and keys), which it reads to the end, for each window."""
+    ready = []
+    for peer in PEERS:
+        if peer.available():
+            ready.append(peer)
+        else:
+            say(peer.missing())
+            results.notes.append(peer.missing())
+    if not ready:
+        return
+    topics: dict[int, str] = {}
+    for count, window_ms, step_ms in (
+        (plan.peer_tumbling_events, 1_000, 1_000),
+        (plan.peer_hopping_events, 300_000, 1_000),
+    ):
+        count = min(count, plan.events)
+        if count not in topics:
+            topics[count] = topic = f"{prefix}-first{count}"
+            say(f"producing the first {count:,} events into {topic} for the peers")
+            await kafka_load.produce(
+                bootstrap, topic, pool.events(count, base_ms, SPREAD_MS), PARTITIONS
             )
-            say(message)
-            results.notes.append(message)
-            return
-        for count, window_ms, step_ms in (
-            (plan.peer_tumbling_events, 1_000, 1_000),
-            (plan.peer_hopping_events, 300_000, 1_000),
-        ):
-            count = min(count, plan.events)
-            rate = await throughput.run_peer(
-                bootstrap, topic, count, window_ms, step_ms, prefix, logs
+        truth = window_counts(pool.events(count, base_ms, SPREAD_MS), window_ms, step_ms)
+        for peer in ready:
+            rate = await run_peer(
+                peer, bootstrap, topics[count], truth, count, window_ms, step_ms, prefix, logs
             )
             results.peers.append(rate)
-            say(f"{rate.name}: {rate.events_per_s:,.0f} events/s ({count:,} events)")
+            say(
+                f"{rate.name}: {rate.events_per_s:,.0f} events/s ({count:,} events; {rate.checked})"
+            )
 
 
 # -- the report ------------------------------------------------------------------------
@@ -276,10 +310,10 @@ def table(plan: Plan, results: Results) -> list[str]:
             break
         ratio = one.per_process_events_per_s / peer.events_per_s
         lines.append(
-            f"| map stage vs the peer, events/s per process | "
+            f"| map stage vs a peer, events/s per process | "
             f"{one.per_process_events_per_s:,.0f} | {peer.name}: {peer.events_per_s:,.0f} "
-            f"({peer.records:,} events) | {ratio:,.1f}x | >= {TARGET_PEER_RATIO:g}x "
-            f"| {_met(ratio >= TARGET_PEER_RATIO)} |"
+            f"({peer.records:,} events; {peer.checked}) | {ratio:,.1f}x "
+            f"| >= {TARGET_PEER_RATIO:g}x | {_met(ratio >= TARGET_PEER_RATIO)} |"
         )
     for run_ in results.maps:
         lines.append(
@@ -343,15 +377,27 @@ def table(plan: Plan, results: Results) -> list[str]:
 def body(plan: Plan, results: Results, command: str, figure: bool) -> str:
     parts = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} "
-        f"cores, Python {platform.python_version()}; command: `{command}`.",
+        f"cores, Python {platform.python_version()}; command: `{command}`."
+        + (
+            f" Load average (1 min) {results.load[0]:.1f} at the start, "
+            f"{results.load[1]:.1f} at the end."
+            if results.load
+            else ""
+        ),
         "",
     ]
     if results.produce_s:
         parts += [
             f"Workload: {plan.events:,} synthetic crash events (~125 bytes of JSON each, "
             f"200 apps) produced once into a {PARTITIONS}-partition topic "
-            f"({results.produce_s:.1f} s); every consumer below reads that same topic "
-            "from the beginning.",
+            f"({results.produce_s:.1f} s); our map stage and the raw consumer read that "
+            "same topic from the beginning"
+            + (
+                f", the peers a topic of its first {plan.peer_tumbling_events:,} or "
+                f"{plan.peer_hopping_events:,} events."
+                if results.peers
+                else "."
+            ),
             "",
         ]
     parts += table(plan, results)
@@ -390,10 +436,10 @@ def draw(results: Results, path: Path) -> bool:
     for peer in results.peers:
         names.append(peer.label)
         values.append(peer.events_per_s)
-        colours.append("#e07b39")
+        colours.append(PEER_COLOURS.get(peer.label.split(",")[0], "#e07b39"))
     if values:
         rates.bar(range(len(values)), values, color=colours)
-        rates.set_xticks(range(len(values)), names, fontsize=7)
+        rates.set_xticks(range(len(values)), names, fontsize=7, rotation=40, ha="right")
         rates.set_yscale("log")
         rates.axhline(TARGET_MAP_PER_PROCESS, color="green", linestyle="--", linewidth=1)
         for x, value in enumerate(values):
@@ -479,7 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bench-suite-"))
     say(f"logs under {logs}")
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
     results = asyncio.run(run(plan, phases, logs))
+    results.load = (load_start, os.getloadavg()[0])
     say(f"done in {time.monotonic() - started:.0f} s\n")
     command = " ".join(["python -m bench.suite", *(argv if argv is not None else sys.argv[1:])])
     lines = table(plan, results)
@@ -490,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     write_block(
         "suite",
         body(plan, results, command, figure),
-        "## End to end: Kafka, Hazelcast, the peer (`python -m bench.suite`)",
+        "## End to end: Kafka, Hazelcast, the peers (`python -m bench.suite`)",
     )
     say(f"\nwritten to {DOC}" + (f" and {FIGURE}" if figure else ""))
     return 0

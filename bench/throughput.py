@@ -1,33 +1,27 @@
-"""Consumer throughput on one topic: our map stage in 1..N processes, the raw
-aiokafka ceiling, and the Quix Streams peer (parent side; the children are
-``bench.map_worker`` and ``bench.quix_peer``).
+"""Consumer throughput on one topic: our map stage in 1..N processes and the
+raw aiokafka ceiling (parent side; the child is ``bench.map_worker``; the
+peers are ``bench.peers``).
 
 Every run reads the whole topic from the beginning in a consumer group of its
 own; ours also writes into a Hazelcast scope of its own.  A rate is records
 divided by the time from the first record any process handled to the moment
 the last record was done: for ours, folded, stored in Hazelcast and committed;
-for the raw consumer, fetched; for the peer, processed and checkpointed.
+for the raw consumer, fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.kafka_load import delete_topics
-from bench.proc import REPO, Child, python_module
+from bench.proc import Child, python_module
 from harness.pods import clean_environment
 
-PEER_PYTHON = Path(os.environ.get("BENCH_PEER_PYTHON", REPO / ".venv-peer" / "bin" / "python"))
-"""The peer's interpreter (its own environment; ``make bench`` builds it)."""
 SETTLE_S = 1.0
 """The group must keep one assignment this long before ``go``."""
 
@@ -53,6 +47,8 @@ class MapRun:
     """(records, seconds from its first record to its last commit) per process."""
     reassigned: int = 0
     """Assignment changes after ``go`` (0 in a clean run)."""
+    bytes_written: int = 0
+    """Bytes of the partials offered to Hazelcast (each one's full encoded state)."""
 
     @property
     def events_per_s(self) -> float:
@@ -79,6 +75,8 @@ class Rate:
     max_rss_kib: int = 0
     label: str = ""
     """A short name, for the figure."""
+    checked: str = ""
+    """A peer's results against the brute force ("counts exact", or what differs)."""
 
     @property
     def events_per_s(self) -> float:
@@ -170,7 +168,7 @@ async def run_ours(
 def _map_run(processes: int, records: int, results: list[dict[str, Any]], group: _Group) -> MapRun:
     starts = [r["first_record_at"] for r in results if r["first_record_at"] is not None]
     finished = max(group.done_at.values())
-    calls = flushes = written = 0
+    calls = flushes = written = written_bytes = 0
     per_process = []
     for result in results:
         base = result["baseline"]
@@ -178,6 +176,7 @@ def _map_run(processes: int, records: int, results: list[dict[str, Any]], group:
         calls += last["store_calls"] - base["store_calls"]
         flushes += len(result["commits"])  # a flush that stored something commits once
         written += last["partials_written"] - base["partials_written"]
+        written_bytes += last.get("bytes_written", 0) - base.get("bytes_written", 0)
         if result["commits"] and result["first_record_at"] is not None:
             per_process.append(
                 (last["records"] - base["records"], last["at"] - result["first_record_at"])
@@ -192,6 +191,7 @@ def _map_run(processes: int, records: int, results: list[dict[str, Any]], group:
         rss=[(t, n, kib) for t, n, kib in results[0]["rss"]],
         per_process=per_process,
         reassigned=sum(len(r["assignments"]) - 1 for r in results),
+        bytes_written=written_bytes,
     )
 
 
@@ -210,53 +210,6 @@ async def run_raw(bootstrap: str, topic: str, records: int, prefix: str, logs: P
         "raw aiokafka consumer",
         int(result["records"]),
         result["last_record_at"] - result["first_record_at"],
-    )
-
-
-def peer_available() -> bool:
-    return PEER_PYTHON.exists()
-
-
-async def run_peer(
-    bootstrap: str,
-    topic: str,
-    records: int,
-    window_ms: int,
-    step_ms: int,
-    prefix: str,
-    logs: Path,
-) -> Rate:
-    """Quix Streams over the first ``records`` records, one process, fresh state;
-    a tumbling window when ``step_ms >= window_ms``."""
-    group = f"{prefix}-quix{window_ms}-{step_ms}"
-    state = Path(tempfile.mkdtemp(prefix="bench-quix-state-"))
-    try:
-        child = await Child.start(
-            python_module(
-                "bench.quix_peer", "--bootstrap", bootstrap, "--topic", topic, "--group", group,
-                "--state-dir", str(state), "--count", str(records), "--window-ms", str(window_ms),
-                "--step-ms", str(step_ms),
-                python=str(PEER_PYTHON),
-            ),
-            logs / f"{group}.log",
-            env=clean_environment() | {"PYTHONWARNINGS": "ignore"},
-        )  # fmt: skip
-        result = await child.finish(180 + records / 100)
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
-        await delete_topics(bootstrap, group)  # its changelog topics
-    if step_ms >= window_ms:
-        kind = f"{window_ms / 1000:g} s tumbling window"
-        label = f"Quix, {window_ms / 1000:g} s\ntumbling"
-    else:
-        kind = f"{window_ms / 60_000:g} min hopping window, {step_ms / 1000:g} s step"
-        label = f"Quix, {window_ms / 60_000:g} min\nhopping, {step_ms / 1000:g} s step"
-    return Rate(
-        f"Quix Streams, {kind}",
-        int(result["processed"]),
-        result["committed_at"] - result["first_record_at"],
-        int(result["max_rss_kib"]),
-        label,
     )
 
 

@@ -46,16 +46,26 @@ class EventPool:
             self._keys.append(str(orjson.loads(message)["app"]).encode())
             self._tails.append(tail)
 
-    def event(self, index: int, ts_ms: int) -> Event:
+    def event(self, index: int, ts_ms: int, app: bytes | None = None) -> Event:
+        """The pool's event ``index`` (cycling) at ``ts_ms``; ``app`` replaces its app."""
         at = index % len(self._tails)
         seconds, millis = divmod(ts_ms, 1000)
-        value = b'{"ts":%d.%03d,%s' % (seconds, millis, self._tails[at])
-        return Event(self._keys[at], ts_ms, value)
+        tail = self._tails[at]
+        if app is not None:
+            _, _, rest = tail.partition(b",")  # the generator writes app right after ts
+            tail = b'"app":"%s",%s' % (app, rest)
+        value = b'{"ts":%d.%03d,%s' % (seconds, millis, tail)
+        return Event(self._keys[at] if app is None else app, ts_ms, value)
 
-    def events(self, count: int, base_ms: int, spread_ms: int) -> Iterator[Event]:
+    def events(
+        self, count: int, base_ms: int, spread_ms: int, *, distinct_apps: bool = False
+    ) -> Iterator[Event]:
         """``count`` events whose times are scattered over ``[base_ms, base_ms +
         spread_ms)``: a fixed set of buckets, visited out of order (like devices'
-        clocks), every one of them all along the stream."""
+        clocks), every one of them all along the stream.  ``distinct_apps``:
+        every event has an app of its own (``key-<index>``), the highest
+        cardinality a dimension can have."""
         stride = 7919  # a prime: consecutive events land far apart in the spread
         for index in range(count):
-            yield self.event(index, base_ms + (index * stride) % spread_ms)
+            app = b"key-%d" % index if distinct_apps else None
+            yield self.event(index, base_ms + (index * stride) % spread_ms, app)

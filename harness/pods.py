@@ -29,12 +29,12 @@ def free_port() -> int:
         return port
 
 
-def aggregator_command() -> list[str]:
+def aggregator_command(subcommand: str = "run") -> list[str]:
     script = Path(sys.executable).with_name("aggregator")
     if script.exists():
-        return [str(script), "run"]
+        return [str(script), subcommand]
     entry = "from aggregator.wiring.cli import main; raise SystemExit(main())"
-    return [sys.executable, "-c", entry, "run"]
+    return [sys.executable, "-c", entry, subcommand]
 
 
 def clean_environment() -> dict[str, str]:

@@ -5,6 +5,9 @@
 - Server: one JVM that is both KRaft controller (127.0.0.1:19093) and broker
   (127.0.0.1:19092); settings in ``infra/config/kafka-server.properties``, log
   in ``<state>/kafka.log``, data in ``<state>/kafka/data``.
+- Secured listeners on 127.0.0.1:19095-19097 (SASL_SSL with SCRAM-SHA-512,
+  SASL_SSL with PLAIN, SSL with client certificates): certificates and users in
+  ``<state>/kafka/security``, made at ``up`` (infra/kafka_security.py).
 - ``up`` formats the storage on first start only, so ``stop``/``start`` (and a
   SIGKILL) keep topics and committed offsets; ``down`` stops it and deletes the
   data.  Ready means: the broker lists itself in a Metadata response and the
@@ -15,6 +18,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import socket
 import struct
@@ -23,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+from infra import kafka_security
 from infra.maven import (
     JarSet,
     file_lock,
@@ -43,6 +48,7 @@ BOOTSTRAP = f"{HOST}:{PORT}"
 PODS_HOST = NODE_IP
 PODS_PORT = 19094
 PODS_BOOTSTRAP = f"{PODS_HOST}:{PODS_PORT}"
+SECURED_PORTS = [kafka_security.SCRAM_PORT, kafka_security.PLAIN_PORT, kafka_security.MTLS_PORT]
 
 JARS = JarSet("kafka", "kafka.version")
 SERVER = ServerProcess("kafka")
@@ -71,6 +77,11 @@ def data_dir() -> Path:
 
 def config_file() -> Path:
     return kafka_state() / "server.properties"
+
+
+def scram_marker() -> Path:
+    """The SCRAM credential the storage holds (a digest), written when it was added."""
+    return kafka_state() / "scram-registered"
 
 
 def tests_own_marker() -> Path:
@@ -163,8 +174,9 @@ def _new_cluster_id() -> str:
             return value
 
 
-def _write_config() -> Path:
+def _write_config(material: kafka_security.SecurityMaterial) -> Path:
     data_dir().mkdir(parents=True, exist_ok=True)
+    secured = kafka_security.listeners()
     generated = "\n".join(
         [
             "",
@@ -174,10 +186,12 @@ def _write_config() -> Path:
             # every interface because the bridge may not exist yet when the
             # broker starts; the node's iptables rules keep pods on the bridge.
             f"listeners=PLAINTEXT://{HOST}:{PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT},"
-            f"PODS://0.0.0.0:{PODS_PORT}",
-            f"advertised.listeners=PLAINTEXT://{HOST}:{PORT},PODS://{PODS_HOST}:{PODS_PORT}",
+            f"PODS://0.0.0.0:{PODS_PORT},{','.join(secured)}",
+            f"advertised.listeners=PLAINTEXT://{HOST}:{PORT},PODS://{PODS_HOST}:{PODS_PORT},"
+            f"{','.join(secured)}",
             f"controller.quorum.voters=1@{HOST}:{CONTROLLER_PORT}",
             f"log.dirs={data_dir()}",
+            *kafka_security.server_properties(material),
             "",
         ]
     )
@@ -185,7 +199,11 @@ def _write_config() -> Path:
     return config_file()
 
 
-def _format_storage(java: str, config: Path) -> None:
+def _scram_digest(material: kafka_security.SecurityMaterial) -> str:
+    return hashlib.sha256(kafka_security.scram_credential(material).encode()).hexdigest()
+
+
+def _format_storage(java: str, config: Path, material: kafka_security.SecurityMaterial) -> None:
     if (data_dir() / "meta.properties").exists():
         return
     run_checked(
@@ -194,10 +212,31 @@ def _format_storage(java: str, config: Path) -> None:
             "-Dagg.kafka.log.level=WARN", "-cp", JARS.classpath,
             "kafka.tools.StorageTool", "format", "--ignore-formatted",
             "-t", _new_cluster_id(), "-c", str(config),
+            "--add-scram", kafka_security.scram_credential(material),
         ],
         what="formatting the Kafka storage (kafka.tools.StorageTool)",
         log=SERVER.log_file,
     )  # fmt: skip
+    scram_marker().write_text(_scram_digest(material) + "\n")
+
+
+def _register_scram_user(java: str, material: kafka_security.SecurityMaterial) -> None:
+    """Add (or change) the SCRAM user through the running broker, for a storage
+    formatted before the current users.json was made."""
+    if scram_marker().is_file() and scram_marker().read_text().strip() == _scram_digest(material):
+        return
+    run_checked(
+        [
+            java, "-Xmx128m", f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+            "-Dagg.kafka.log.level=WARN", "-cp", JARS.classpath,
+            "kafka.admin.ConfigCommand", "--bootstrap-server", BOOTSTRAP, "--alter",
+            "--add-config", kafka_security.scram_config(material),
+            "--entity-type", "users", "--entity-name", kafka_security.SCRAM_USER,
+        ],
+        what="adding the SCRAM user (kafka.admin.ConfigCommand)",
+        log=SERVER.log_file,
+    )  # fmt: skip
+    scram_marker().write_text(_scram_digest(material) + "\n")
 
 
 class KafkaComponent:
@@ -235,15 +274,19 @@ class KafkaComponent:
             java = require_java()
             require_free_port(HOST, PORT, "the Kafka broker")
             require_free_port(HOST, CONTROLLER_PORT, "the Kafka controller")
+            for port in SECURED_PORTS:
+                require_free_port(HOST, port, "a secured Kafka listener")
             JARS.require_installed()
-            config = _write_config()
-            _format_storage(java, config)
+            material = kafka_security.ensure_material(kafka_state())
+            config = _write_config(material)
+            _format_storage(java, config, material)
             SERVER.start(
                 [java, *JVM_OPTIONS, "-cp", JARS.classpath, MAIN_CLASS, str(config)],
                 cwd=kafka_state(),
             )
             try:
                 SERVER.wait_ready(broker_ready, timeout_s=start_timeout_s(), what="Kafka")
+                _register_scram_user(java, material)
             except InfraError:
                 SERVER.stop(timeout_s=5)
                 raise
@@ -259,7 +302,9 @@ class KafkaComponent:
         how = f"started in {time.monotonic() - started:.1f} s" if did_start else "already running"
         print(
             f"kafka: {JARS.version} ready at {BOOTSTRAP} ({how}; pid {SERVER.pid()}, "
-            f"log {SERVER.log_file})",
+            f"log {SERVER.log_file}); secured listeners "
+            f"{', '.join(kafka_security.listeners())}, certificates and users in "
+            f"{kafka_security.material_dir(kafka_state())}",
             file=sys.stderr,
         )
 
@@ -267,14 +312,14 @@ class KafkaComponent:
         """Controlled shutdown; topics and offsets stay for the next start."""
         stopped = self.running() and SERVER.stop(timeout_s=30)
         if stopped:
-            wait_ports_closed(HOST, [PORT, CONTROLLER_PORT])
+            wait_ports_closed(HOST, [PORT, CONTROLLER_PORT, *SECURED_PORTS])
         return stopped
 
     def kill(self) -> bool:
         """SIGKILL; the next start recovers the logs."""
         killed = self.running() and SERVER.kill()
         if killed:
-            wait_ports_closed(HOST, [PORT, CONTROLLER_PORT])
+            wait_ports_closed(HOST, [PORT, CONTROLLER_PORT, *SECURED_PORTS])
         return killed
 
     def down(self) -> None:

@@ -15,7 +15,12 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    ProcessCollector,
+    generate_latest,
+)
 
 from aggregator.api.backend import Backend, DemoControls
 from aggregator.api.dashboard import dashboard_dir
@@ -42,6 +47,7 @@ def create_app(
     app = FastAPI(title="stream-aggregator", lifespan=lifespan)
     registry = CollectorRegistry()
     registry.register(AggregatorCollector(backend))
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_open_fds
 
     def front() -> Pod:
         pod = backend.front()

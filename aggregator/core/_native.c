@@ -1159,6 +1159,236 @@ py_bucket_of(PyObject *module, PyObject *args)
     return PyLong_FromLongLong(start);
 }
 
+/* add_counts(totals, counts, sign, bar, risen): key_counts.add_counts_python in C (the
+   reducer's per-key loop; tests/unit/test_key_counts.py holds the two equal).  totals[key]
+   += sign * counts[key], a total that reaches zero deleted; with sign 1 and bar a
+   (count, key) tuple, each key whose total now ranks at or above the bar (a higher count,
+   or the same count and a key that sorts no later) is added to the set risen. */
+static PyObject *
+add_counts(PyObject *module, PyObject *args)
+{
+    PyObject *totals, *counts, *bar, *risen;
+    int sign;
+    if (!PyArg_ParseTuple(args, "O!O!iOO!", &PyDict_Type, &totals, &PyDict_Type, &counts, &sign,
+                          &bar, &PySet_Type, &risen)) {
+        return NULL;
+    }
+    if (sign != 1 && sign != -1) {
+        PyErr_SetString(PyExc_ValueError, "sign must be 1 or -1");
+        return NULL;
+    }
+    if (totals == counts) {
+        PyErr_SetString(PyExc_ValueError, "cannot add counts into themselves");
+        return NULL;
+    }
+    PyObject *bar_count = NULL, *bar_key = NULL;
+    if (bar != Py_None) {
+        if (!PyTuple_Check(bar) || PyTuple_GET_SIZE(bar) != 2) {
+            PyErr_SetString(PyExc_TypeError, "bar must be None or a (count, key) tuple");
+            return NULL;
+        }
+        bar_count = PyTuple_GET_ITEM(bar, 0);
+        bar_key = PyTuple_GET_ITEM(bar, 1);
+    }
+    int note = sign > 0 && bar_count != NULL;
+    Py_INCREF(counts); /* the loop calls back into Python (comparisons): keep it alive */
+    Py_ssize_t pos = 0;
+    PyObject *key, *count;
+    while (PyDict_Next(counts, &pos, &key, &count)) {
+        Py_INCREF(key);
+        Py_INCREF(count);
+        PyObject *old = PyDict_GetItemWithError(totals, key); /* borrowed */
+        PyObject *total = NULL;
+        if (old != NULL) {
+            total = sign > 0 ? PyNumber_Add(old, count) : PyNumber_Subtract(old, count);
+        } else if (!PyErr_Occurred()) {
+            if (sign > 0) {
+                Py_INCREF(count);
+                total = count;
+            } else {
+                total = PyNumber_Negative(count);
+            }
+        }
+        int ok = total != NULL;
+        int nonzero = ok ? PyObject_IsTrue(total) : -1;
+        if (nonzero > 0) {
+            ok = PyDict_SetItem(totals, key, total) == 0;
+            if (ok && note) {
+                int above = PyObject_RichCompareBool(total, bar_count, Py_GT);
+                if (above == 0 && (above = PyObject_RichCompareBool(total, bar_count, Py_EQ)) > 0) {
+                    above = PyObject_RichCompareBool(key, bar_key, Py_LE);
+                }
+                ok = above >= 0 && (above == 0 || PySet_Add(risen, key) == 0);
+            }
+        } else if (nonzero == 0) {
+            ok = old == NULL || PyDict_DelItem(totals, key) == 0;
+        } else {
+            ok = 0;
+        }
+        Py_XDECREF(total);
+        Py_DECREF(key);
+        Py_DECREF(count);
+        if (!ok) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+    }
+    Py_DECREF(counts);
+    Py_RETURN_NONE;
+}
+
+/* take_counts(totals, counts, limit): key_counts.take_counts_python in C.  Moves up to
+   limit keys out of counts, taking each one's count away from totals (a total that
+   reaches zero deleted); returns how many it moved. */
+static PyObject *
+take_counts(PyObject *module, PyObject *args)
+{
+    PyObject *totals, *counts;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyDict_Type, &totals, &PyDict_Type, &counts, &limit)) {
+        return NULL;
+    }
+    if (totals == counts) {
+        PyErr_SetString(PyExc_ValueError, "cannot take counts from themselves");
+        return NULL;
+    }
+    Py_ssize_t size = PyDict_GET_SIZE(counts);
+    Py_ssize_t want = limit < size ? limit : size;
+    if (want <= 0) {
+        return PyLong_FromLong(0);
+    }
+    PyObject *keys = PyList_New(want);
+    if (keys == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0, taken = 0;
+    PyObject *key, *count;
+    while (taken < want && PyDict_Next(counts, &pos, &key, &count)) {
+        Py_INCREF(key);
+        PyList_SET_ITEM(keys, taken, key);
+        taken++;
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) {
+        key = PyList_GET_ITEM(keys, i);
+        count = PyDict_GetItemWithError(counts, key); /* borrowed */
+        if (count == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "counts changed while taken");
+            }
+            Py_DECREF(keys);
+            return NULL;
+        }
+        Py_INCREF(count);
+        PyObject *old = PyDict_GetItemWithError(totals, key); /* borrowed */
+        PyObject *total = NULL;
+        if (old != NULL) {
+            total = PyNumber_Subtract(old, count);
+        } else if (!PyErr_Occurred()) {
+            total = PyNumber_Negative(count);
+        }
+        int nonzero = total != NULL ? PyObject_IsTrue(total) : -1;
+        int ok = nonzero > 0   ? PyDict_SetItem(totals, key, total) == 0
+                 : nonzero == 0 ? old == NULL || PyDict_DelItem(totals, key) == 0
+                                : 0;
+        ok = ok && PyDict_DelItem(counts, key) == 0;
+        Py_XDECREF(total);
+        Py_DECREF(count);
+        if (!ok) {
+            Py_DECREF(keys);
+            return NULL;
+        }
+    }
+    Py_DECREF(keys);
+    return PyLong_FromSsize_t(taken);
+}
+
+/* [k0, v0, k1, v1, ...] of a dict (partial._flatten). */
+static PyObject *
+flat_pairs(PyObject *mapping)
+{
+    if (!PyDict_Check(mapping)) {
+        PyErr_SetString(PyExc_TypeError, "an Agg's hist and regs must be dicts");
+        return NULL;
+    }
+    PyObject *flat = PyList_New(2 * PyDict_GET_SIZE(mapping));
+    if (flat == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0, at = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(mapping, &pos, &key, &value)) {
+        Py_INCREF(key);
+        PyList_SET_ITEM(flat, at++, key);
+        Py_INCREF(value);
+        PyList_SET_ITEM(flat, at++, value);
+    }
+    return flat;
+}
+
+/* Agg.to_wire_python in C: [count, vcount, vsum, vmin|None, vmax|None, hist, regs]. */
+static PyObject *
+agg_wire(PyObject *agg)
+{
+    PyObject *names[7] = {s_count, s_vcount, s_vsum, s_vmin, s_vmax, s_hist, s_regs};
+    PyObject *fields[7] = {NULL};
+    PyObject *wire = NULL;
+    for (int i = 0; i < 7; i++) {
+        if ((fields[i] = PyObject_GetAttr(agg, names[i])) == NULL) {
+            goto done;
+        }
+    }
+    int has_values = PyObject_IsTrue(fields[1]);
+    if (has_values < 0 || (wire = PyList_New(7)) == NULL) {
+        goto done;
+    }
+    for (int i = 0; i < 5; i++) {
+        PyObject *item = (i == 3 || i == 4) && !has_values ? Py_None : fields[i];
+        Py_INCREF(item);
+        PyList_SET_ITEM(wire, i, item);
+    }
+    for (int i = 5; i < 7; i++) {
+        PyObject *flat = flat_pairs(fields[i]);
+        if (flat == NULL) {
+            Py_CLEAR(wire);
+            goto done;
+        }
+        PyList_SET_ITEM(wire, i, flat);
+    }
+done:
+    for (int i = 0; i < 7; i++) {
+        Py_XDECREF(fields[i]);
+    }
+    return wire;
+}
+
+/* aggs_to_wire(aggs): {key: agg.to_wire()} for a dict of Aggs (partial.aggs_to_wire_python). */
+static PyObject *
+aggs_to_wire(PyObject *module, PyObject *aggs)
+{
+    if (!PyDict_Check(aggs)) {
+        PyErr_SetString(PyExc_TypeError, "aggs_to_wire takes a dict of Aggs");
+        return NULL;
+    }
+    PyObject *wires = _PyDict_NewPresized(PyDict_GET_SIZE(aggs));
+    if (wires == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *agg;
+    while (PyDict_Next(aggs, &pos, &key, &agg)) {
+        Py_INCREF(agg); /* attribute reads may run Python code */
+        PyObject *wire = agg_wire(agg);
+        Py_DECREF(agg);
+        if (wire == NULL || PyDict_SetItem(wires, key, wire) < 0) {
+            Py_XDECREF(wire);
+            Py_DECREF(wires);
+            return NULL;
+        }
+        Py_DECREF(wire);
+    }
+    return wires;
+}
+
 static PyMethodDef methods[] = {
     {"bucket_of", py_bucket_of, METH_VARARGS,
      "bucket_of(ts, bucket_seconds) -> int | None: the bucket fold_run files ts under, "
@@ -1170,12 +1400,21 @@ static PyMethodDef methods[] = {
     {"add_combos", add_combos, METH_VARARGS,
      "add_combos(context, partial, combos) -> bool: combos.add_combos in C; False (nothing "
      "changed) for input it leaves to Python."},
+    {"add_counts", add_counts, METH_VARARGS,
+     "add_counts(totals, counts, sign, bar, risen) -> None: key_counts.add_counts_python in "
+     "C (the reducer's per-key counts)."},
+    {"take_counts", take_counts, METH_VARARGS,
+     "take_counts(totals, counts, limit) -> int: key_counts.take_counts_python in C (moves "
+     "up to limit keys out of counts, taking their counts away from totals)."},
+    {"aggs_to_wire", aggs_to_wire, METH_O,
+     "aggs_to_wire(aggs) -> dict: partial.aggs_to_wire_python in C ({key: agg.to_wire()})."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "aggregator.core._native",
-    "The map stage's fold and roll-up loops in C (see accumulate.py and combos.py).", -1,
+    "The map stage's fold and roll-up loops and the reducer's per-key counts in C (see "
+    "accumulate.py, combos.py and key_counts.py).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

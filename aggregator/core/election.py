@@ -161,6 +161,7 @@ def decide(
     timings: ElectionTimings,
     *,
     holder_dead: bool = False,
+    eligible: bool = True,
 ) -> Decision:
     """What to do about the lease last read as ``observed`` (None: it does not exist).
 
@@ -168,8 +169,12 @@ def decide(
     change and the current time.  ``wall_now`` only goes into the written record.
     ``holder_dead``: the observed holder is *proven* dead
     (``aggregator.core.proof_of_death``), so its lease may be taken before it
-    expires; never true on mere silence.
+    expires; never true on mere silence.  ``eligible`` false: this process must
+    not take the lease now (it could not do a leader's work), only follow.
     """
+    if not eligible:
+        expiry = expires_at(observed, observed_at) if observed and is_held(observed) else None
+        return Decision(Action.FOLLOW, None, None, expiry)
     if observed is None:
         terms = acquire_terms(me, None, wall_now, timings)
         return Decision(Action.ACQUIRE, terms, terms.lease_transitions, None)

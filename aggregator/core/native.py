@@ -1,10 +1,11 @@
 """The C extension (``_native.c``), or None where it was not built, and its API.
 
 It holds the map stage's fold and roll-up loops (``MapFolder.fold_many`` and
-``combos.add_combos`` use it when it is here).  ``hatch_build.py`` compiles it
-when the package is installed and a C compiler is there; without one, the same
-loops run in Python, slower.  Read ``NATIVE`` at call time: tests switch it off
-to compare the two.
+``combos.add_combos`` use it when it is here) and the reducer's per-key counts
+(``key_counts.add_counts``), and the per-key part of ``Partial.to_wire``.
+``hatch_build.py`` compiles it when the package is installed and a C compiler
+is there; without one, the same loops run in Python, slower.  Read ``NATIVE``
+at call time: tests switch it off to compare the two.
 
 ``Native`` is the module's API as mypy sees it: every call is checked against
 it.  Each function takes one small context object (what stays the same from call
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
-    from aggregator.core.partial import Partial
+    from aggregator.core.partial import Agg, Partial
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,26 @@ class Native(Protocol):
     ) -> bool:
         """``combos.add_combos`` in C; False, having changed nothing, for input it
         leaves to Python."""
+        ...
+
+    def add_counts(
+        self,
+        totals: dict[str, int],
+        counts: dict[str, int],
+        sign: int,
+        bar: tuple[int, str] | None,
+        risen: set[str],
+        /,
+    ) -> None:
+        """``key_counts.add_counts_python`` in C."""
+        ...
+
+    def aggs_to_wire(self, aggs: dict[str, Agg], /) -> dict[str, list[Any]]:
+        """``partial.aggs_to_wire_python`` in C."""
+        ...
+
+    def take_counts(self, totals: dict[str, int], counts: dict[str, int], limit: int, /) -> int:
+        """``key_counts.take_counts_python`` in C."""
         ...
 
     def bucket_of(self, ts: float, bucket_seconds: int, /) -> int | None:

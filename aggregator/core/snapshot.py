@@ -80,14 +80,13 @@ def _value_stats(window: RollingWindow) -> JSONObject | None:
 
 
 def _top_keys(window: RollingWindow, dim: int, top_n: int) -> list[JSONObject]:
-    counts = window.key_counts[dim]
     rows: list[JSONObject] = []
     for key in window.top_keys(dim, top_n):
         hist = window.key_hist(dim, key)
         rows.append(
             {
                 "key": key,
-                "count": counts[key],
+                "count": window.key_count(dim, key),
                 "distinct": window.key_distinct(dim, key),
                 "p99": quantiles.quantiles(hist, (0.99,))[0] if hist else None,
             }

@@ -11,8 +11,10 @@ with time (``advance``).  Every tick costs what changed, not the window size:
 * per key, only the count is kept for every key; a key's histogram and distinct
   registers are built from the stored partials the first time they are asked for
   (the snapshot asks for the top keys only) and kept up to date while they are
-  asked for; the top keys are found among the keys whose count changed and a
-  margin of runners-up (``TopKeys``), not by sorting every key each tick.
+  asked for; the top keys are found among the keys whose count rose past a bar
+  and a margin of runners-up (``TopKeys``), not by sorting every key each tick;
+* the per-key counts are added and taken away in bulk (``key_counts``, in C when
+  the extension is built): a bucket that leaves can carry a million keys.
 
 A partial of a bucket at or after the window's end (the bucket still filling) is
 held back until the window reaches it.
@@ -25,19 +27,30 @@ and a cyclic garbage collection pass costs what the heap holds.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Hashable, Mapping
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 
 from aggregator.core import quantiles
 from aggregator.core.buckets import WindowRange, bucket_of, validate_geometry
 from aggregator.core.distinct import SlidingMax, SlidingRegisters
+from aggregator.core.key_counts import Bar, add_counts, ranks_at_or_above, take_counts
 from aggregator.core.partial import Agg, Partial
 from aggregator.core.types import FlatPairs
 
 DETAIL_IDLE_ADVANCES = 60
 """A key's histogram and registers are dropped after this many advances unasked
 (kept a while: a key at the edge of the top keys comes and goes)."""
+
+DRAIN_KEYS = 5_000
+"""A leaving partial with more keys than this in a dimension is taken from the
+per-key counts over the next advances, at least this many keys an advance (and
+at least 1/DRAIN_ADVANCES of all waiting), not in one: a bucket that carries a
+million keys would otherwise cost its tick about 300 ms (measured on the
+2-core machine of docs/benchmarks.md, in C).  Until then ``key_count``
+subtracts what is still waiting, so every count it gives is exact."""
+DRAIN_ADVANCES = 60
 
 
 class _Stored:
@@ -77,43 +90,49 @@ class KeyDetail:
 class TopKeys:
     """Exact top keys of one dimension by (count descending, key), kept cheaply.
 
-    ``candidates`` holds exactly the keys ranked at or above ``threshold`` (a
-    (-count, key) pair) by their current counts.  A key that did not change stays
-    on its side of the threshold, so after a tick only the changed keys need a
-    look.  While at least ``n`` candidates remain, the top ``n`` are among them;
-    otherwise (or when they grow too many) one full pass picks new candidates.
+    ``candidates`` holds exactly the keys that rank at or above ``bar`` by their
+    current counts.  A key whose count went down cannot rise past the bar, so
+    only the keys whose count went up need a look, and ``key_counts.add_counts``
+    adds those that pass the bar to ``candidates`` as it adds; ``top`` drops the
+    candidates that fell below it.  While at least ``n`` candidates remain, the
+    top ``n`` are among them; otherwise (or when they grow too many) one full
+    pass picks new candidates.
     """
 
-    __slots__ = ("_candidates", "_threshold", "changed")
+    __slots__ = ("bar", "candidates")
 
     def __init__(self) -> None:
-        self._candidates: set[str] = set()
-        self._threshold: tuple[float, str] | None = None
-        self.changed: set[str] = set()
+        self.candidates: set[str] = set()
+        self.bar: Bar | None = None
+        """None until the first full pass: nothing to note before it."""
 
-    def top(self, counts: Mapping[str, int], n: int) -> list[str]:
-        threshold = self._threshold
-        candidates = self._candidates
-        if threshold is not None:
-            for key in self.changed:
-                count = counts.get(key)
-                if count is not None and (-count, key) <= threshold:
-                    candidates.add(key)
-                else:
-                    candidates.discard(key)
-        self.changed.clear()
+    def top(
+        self, count_of: Callable[[str], int], every: Callable[[], Mapping[str, int]], n: int
+    ) -> list[str]:
+        """The top ``n`` keys; ``count_of`` gives a key's count (0 for none),
+        ``every`` all the counts (called only for a full pass)."""
+        bar = self.bar
+        candidates = self.candidates
+        if bar is not None:
+            fallen = [
+                key
+                for key in candidates
+                if (count := count_of(key)) <= 0 or not ranks_at_or_above(count, key, bar)
+            ]
+            candidates.difference_update(fallen)
         margin = max(64, 8 * n)
-        too_few = len(candidates) < n and threshold is not None and threshold[0] != _EVERY
-        if threshold is None or too_few or len(candidates) > 4 * margin:
+        too_few = len(candidates) < n and bar is not None and bar != _EVERY
+        if bar is None or too_few or len(candidates) > 4 * margin:
+            counts = every()
             best = heapq.nsmallest(margin, ((-count, key) for key, count in counts.items()))
-            self._threshold = best[-1] if len(best) == margin else (_EVERY, "")
-            candidates = self._candidates = {key for _, key in best}
-        ranked = heapq.nsmallest(n, ((-counts[key], key) for key in candidates))
+            self.bar = (-best[-1][0], best[-1][1]) if len(best) == margin else _EVERY
+            candidates = self.candidates = {key for _, key in best}
+        ranked = heapq.nsmallest(n, ((-count_of(key), key) for key in candidates))
         return [key for _, key in ranked]
 
 
-_EVERY = float("inf")
-"""A threshold that every key meets: there are fewer keys than the margin."""
+_EVERY: Bar = (0, "")
+"""A bar that every key (a positive count) passes: there are fewer keys than the margin."""
 
 
 class RollingWindow:
@@ -132,7 +151,11 @@ class RollingWindow:
         self.dropped: dict[str, int] = {}
         self.series: dict[int, int] = {}
         self.key_counts: tuple[dict[str, int], ...] = tuple({} for _ in range(dimensions))
-        """Per dimension, every key's count over the window."""
+        """Per dimension, every key's count over the window, less what waits in
+        ``_leaving`` (read a count with ``key_count``)."""
+        self._leaving: tuple[deque[dict[str, int]], ...] = tuple(deque() for _ in range(dimensions))
+        """Per dimension, the counts of left partials still to be taken away (DRAIN_KEYS)."""
+        self._leaving_keys = 0
         self._details: tuple[dict[str, KeyDetail], ...] = tuple({} for _ in range(dimensions))
         self._tops = tuple(TopKeys() for _ in range(dimensions))
         self._advances = 0
@@ -171,13 +194,15 @@ class RollingWindow:
             for entry in self._by_bucket.pop(bucket, set()):
                 stored = self._entries.pop(entry)
                 if active:
-                    self._account(stored, -1)
+                    self._account(stored, -1, leaving=True)
         for bucket in self._buckets_between(old.end if old else None, new.end):
             if bucket >= new.start:
                 for entry in self._by_bucket.get(bucket, ()):
                     self._account(self._entries[entry], +1)
         self.range = new
         self._advances += 1
+        if self._leaving_keys:
+            self._drain(max(DRAIN_KEYS, -(-self._leaving_keys // DRAIN_ADVANCES)))
         for details in self._details:
             idle = [
                 key
@@ -202,7 +227,16 @@ class RollingWindow:
 
     def top_keys(self, dim: int, n: int) -> list[str]:
         """The ``n`` keys of dimension ``dim`` with the highest counts (ties by key)."""
-        return self._tops[dim].top(self.key_counts[dim], n)
+        return self._tops[dim].top(
+            lambda key: self.key_count(dim, key), lambda: self._every_count(dim), n
+        )
+
+    def key_count(self, dim: int, key: str) -> int:
+        """The key's count over the window (0 for a key it has not seen)."""
+        count = self.key_counts[dim].get(key, 0)
+        for leaving in self._leaving[dim]:
+            count -= leaving.get(key, 0)
+        return count
 
     def key_distinct(self, dim: int, key: str) -> int:
         detail = self._detail(dim, key)
@@ -228,7 +262,7 @@ class RollingWindow:
         span = self.range
         if span is None:
             raise RuntimeError("the window has not been advanced yet")
-        if key not in self.key_counts[dim]:
+        if not self.key_count(dim, key):
             return None
         details = self._details[dim]
         detail = details.get(key)
@@ -270,7 +304,26 @@ class RollingWindow:
         if stored is not None:
             self._by_bucket.get(stored.bucket, set()).discard(entry)
 
-    def _account(self, stored: _Stored, sign: int) -> None:
+    def _every_count(self, dim: int) -> dict[str, int]:
+        """Every key's count of dimension ``dim``: the leaving counts taken first."""
+        self._drain(self._leaving_keys, only=dim)
+        return self.key_counts[dim]
+
+    def _drain(self, budget: int, only: int | None = None) -> None:
+        """Take up to ``budget`` keys' counts of left partials away."""
+        for dim, leaving in enumerate(self._leaving):
+            if only is not None and dim != only:
+                continue
+            while leaving and budget > 0:
+                taken = take_counts(self.key_counts[dim], leaving[0], budget)
+                budget -= taken
+                self._leaving_keys -= taken
+                if not leaving[0]:
+                    leaving.popleft()
+
+    def _account(self, stored: _Stored, sign: int, *, leaving: bool = False) -> None:
+        """Add (``sign`` 1) or take away (-1) a stored partial; ``leaving``: it
+        has left the window for good (its counts may be drained later)."""
         total = stored.total
         bucket = stored.bucket
         self.count += sign * total.count
@@ -293,14 +346,15 @@ class RollingWindow:
         for dim, counts in enumerate(stored.counts):
             key_counts = self.key_counts[dim]
             details = self._details[dim]
-            for key, count in counts.items():
-                now = key_counts.get(key, 0) + sign * count
-                if now:
-                    key_counts[key] = now
-                else:
-                    del key_counts[key]
-                    details.pop(key, None)
-            self._tops[dim].changed.update(counts)
+            top = self._tops[dim]
+            if leaving and len(counts) > DRAIN_KEYS:
+                self._leaving[dim].append(counts)  # the stored partial's own dict, left for good
+                self._leaving_keys += len(counts)
+            else:
+                add_counts(key_counts, counts, sign, top.bar, top.candidates)
             if details:
                 for key in details.keys() & counts.keys():
-                    self._add_detail(details[key], stored, dim, key, sign)
+                    if self.key_count(dim, key):
+                        self._add_detail(details[key], stored, dim, key, sign)
+                    else:
+                        del details[key]

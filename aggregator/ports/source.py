@@ -31,6 +31,12 @@ class SourceUnavailable(ConnectionError):
     """The log cannot be reached right now; the caller retries."""
 
 
+class SourceRefused(SourceUnavailable):
+    """The log answered but refused us (a wrong password, an untrusted or expired
+    certificate): trying again only helps once the credentials change, so the
+    caller says so once and keeps retrying quietly."""
+
+
 class RebalanceListener(Protocol):
     async def on_revoked(self, partitions: frozenset[int]) -> None:
         """Called before partitions move away: store and commit what was folded."""
@@ -76,6 +82,11 @@ class EventSource(Protocol):
 
 
 class DeadLetters(Protocol):
+    async def start(self) -> None:
+        """Connect (may be called again after a failure or once started);
+        raise ``SourceUnavailable`` when the log cannot be reached."""
+        ...
+
     async def send_many(self, items: Sequence[tuple[SourceRecord, str]]) -> None:
         """Keep rejected messages, unchanged, each with its reason and origin; every
         one is delivered when this returns (raise ``SourceUnavailable`` otherwise)."""

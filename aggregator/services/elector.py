@@ -22,7 +22,11 @@ the waiting, on the injected clock:
 * ``stop()`` (and cancelling ``run()``) stops leading, then releases the lease
   (holder "", 1 s, transitions kept), shielded from cancellation.
 * If the leading task crashes, the elector gives up the lease (releases it) and
-  holds back for a retry period so another pod takes over.
+  holds back for a retry period so another pod takes over; if it raised
+  ``StepDown`` (it cannot do its work from this pod), for a whole lease duration.
+* With ``eligible``, a follower takes no lease while ``eligible()`` is false (in
+  a pod: while it cannot reach the store, so it could not publish); it keeps
+  reading the lease and reporting the leader meanwhile.
 * With a ``DeathWitness`` (in a cluster), a follower also follows the holder's
   pod and takes the lease at once when kubelet's reports prove the holder's
   container exited, instead of waiting for the lease to expire
@@ -55,7 +59,7 @@ from aggregator.ports.lease import (
     LeaseSpec,
     LeaseUnavailable,
 )
-from aggregator.services.leading import LeadingTerm
+from aggregator.services.leading import LeadingTerm, StepDown
 from aggregator.services.witness import DeathWitness
 
 T = TypeVar("T")
@@ -99,6 +103,7 @@ class Elector:
         rng: random.Random | None = None,
         logger: logging.Logger | None = None,
         witness: DeathWitness | None = None,
+        eligible: Callable[[], bool] | None = None,
     ) -> None:
         if not identity:
             raise ValueError("an elector needs a non-empty identity")
@@ -108,6 +113,9 @@ class Elector:
         self._timings = timings
         self._on_new_leader = on_new_leader
         self._witness = witness
+        self._eligible = eligible
+        self._standing = True
+        """Whether we stood for the lease at the last decision (logged on change)."""
         self._rng = rng or random.Random()
         self._log = logger or logging.getLogger("aggregator.elector")
 
@@ -393,6 +401,7 @@ class Elector:
             self._observe(record)
             holder = record.spec.holder_identity if record is not None else None
             proof = self._witness.proven_dead(holder) if self._witness is not None else None
+            standing = self._stands_for_the_lease()
             decision = election.decide(
                 self._identity,
                 record.spec if record is not None else None,
@@ -401,6 +410,7 @@ class Elector:
                 self._clock.time(),
                 self._timings,
                 holder_dead=proof is not None,
+                eligible=standing,
             )
             if decision.action is Action.FOLLOW:
                 if self._leading.epoch is not None:
@@ -519,15 +529,28 @@ class Elector:
 
     # -- leading ------------------------------------------------------------------------
 
+    def _stands_for_the_lease(self) -> bool:
+        standing = self._leading.epoch is not None or self._eligible is None or self._eligible()
+        if standing != self._standing:
+            self._standing = standing
+            why = "again" if standing else "no longer: this pod cannot do a leader's work"
+            self._log.info("Standing for lease %s %s", self._client.description, why)
+        return standing
+
     async def _give_up(self, failure: BaseException) -> None:
-        self._log.error(
-            "The leading task failed; giving the lease up so another pod leads",
-            exc_info=failure,
-        )
+        t = self._timings
+        if isinstance(failure, StepDown):
+            self._log.warning("Giving the lease up so another pod leads: %s", failure)
+            hold_off_s = t.lease_duration_s
+        else:
+            self._log.error(
+                "The leading task failed; giving the lease up so another pod leads",
+                exc_info=failure,
+            )
+            hold_off_s = t.retry_period_s
         await self._leading.end("the leading task failed")
         await self._release()
-        t = self._timings
-        hold_off = election.jittered(t.retry_period_s, t.jitter_factor, self._rng.random())
+        hold_off = election.jittered(hold_off_s, t.jitter_factor, self._rng.random())
         self._state.hold_off_until = self._clock.monotonic() + hold_off
 
     async def _release(self) -> None:

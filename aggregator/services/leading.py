@@ -6,7 +6,9 @@ cancel the task, wait for it (at most ``cancel_wait_s`` on the clock), then run
 ``on_stopped_leading``.  Ending is shielded: once begun it completes even if the
 caller is cancelled, and a second caller waits for the same ending.  A task that
 fails calls ``on_failed`` (the elector wakes up and gives the lease up); one that
-returns is logged and the term goes on.
+returns is logged and the term goes on.  A task that cannot do its work from
+this pod raises ``StepDown``: the same path, logged in one line, without a
+traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from collections.abc import Awaitable, Callable
 
 from aggregator.core.types import Epoch
 from aggregator.ports.clock import Clock, wait_first
+
+
+class StepDown(Exception):
+    """Raised by a leading task that cannot do its work from this pod (the
+    reducer that cannot publish): the elector gives the lease up so a pod that
+    can takes over."""
 
 
 class LeadingTerm:

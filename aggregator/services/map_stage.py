@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from aggregator.core.accumulate import FoldSettings, MapFolder
 from aggregator.core.cadence import next_beat
 from aggregator.ports.clock import Clock
-from aggregator.ports.source import DeadLetters, EventSource, SourceRecord, SourceUnavailable
+from aggregator.ports.source import (
+    DeadLetters,
+    EventSource,
+    SourceRecord,
+    SourceRefused,
+    SourceUnavailable,
+)
 from aggregator.ports.store import PartialStore, StoreUnavailable
 from aggregator.services.durations import FLUSH_BOUNDS, Durations
 from aggregator.services.retry import Backoff, RetryStopped, retry
@@ -95,6 +101,11 @@ class MapStage:
     @property
     def ready(self) -> bool:
         return self._store_ok and self._source_ok
+
+    @property
+    def store_reachable(self) -> bool:
+        """The store answered the last call (a pod that cannot reach it must not lead)."""
+        return self._store_ok
 
     def assignment(self) -> frozenset[int]:
         return self._source.assignment()
@@ -187,12 +198,29 @@ class MapStage:
             self._log.warning("could not leave the consumer group cleanly: %s", error)
 
     async def _start_source(self) -> None:
+        """Start the dead-letter producer, then join the source, until both work
+        (not ready meanwhile).  A refusal (credentials) is logged once, at error
+        level, and again only when its message changes: the retries go on quietly
+        so that fixed credentials are picked up without a restart."""
+        refused: list[str] = []
+
         def failed(error: Exception, delay: float) -> None:
-            self._log.warning("source not reachable at start, retrying in %.1fs: %s", delay, error)
+            if not isinstance(error, SourceRefused):
+                self._log.warning(
+                    "source not reachable at start, retrying in %.1fs: %s", delay, error
+                )
+            elif refused[-1:] != [str(error)]:
+                refused.append(str(error))
+                self._log.error("not ready: %s; retrying quietly", error)
+
+        async def start() -> None:
+            if self._dead_letters is not None:
+                await self._dead_letters.start()
+            await self._source.start(self)
 
         try:
             await retry(
-                lambda: self._source.start(self),
+                start,
                 errors=SourceUnavailable,
                 backoff=SOURCE_START_BACKOFF,
                 clock=self._clock,

@@ -129,6 +129,7 @@ class Pod:
             on_started_leading=self.reduce.run,
             logger=self._log.getChild("elector"),
             witness=witness,
+            eligible=lambda: self.map.store_reachable,
         )
         self.hub = SnapshotHub(ports.bus, logger=self._log.getChild("hub"))
         self.membership = Membership(

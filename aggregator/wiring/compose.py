@@ -26,6 +26,7 @@ def pod_settings(settings: Settings) -> PodSettings:
             tick_s=settings.reduce_tick_seconds,
             top_n=settings.top_n,
             tick_delay_s=settings.reduce_tick_delay_seconds,
+            stall_s=settings.reduce_stall_seconds,
         ),
         flush_interval_s=settings.flush_interval_seconds,
         align_flushes=settings.align_flushes,

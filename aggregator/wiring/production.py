@@ -52,7 +52,7 @@ from aggregator.wiring.settings import Settings
 log = logging.getLogger("aggregator.run")
 
 START_BACKOFF = Backoff(first_s=1.0, max_s=15.0)
-"""Between attempts to reach Hazelcast or start the dead-letter producer at start-up."""
+"""Between attempts to reach Hazelcast at start-up."""
 
 
 class StartupError(Exception):
@@ -241,8 +241,8 @@ async def _run(settings: Settings) -> int:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if dead_letters is not None:
-            await _start_dead_letters(dead_letters)
+        # The map stage starts the dead-letter producer with its source: a broker
+        # that is down or refuses us leaves the pod serving, and not ready.
         await pod.start()
         watchdog = asyncio.create_task(_watch(pod, server, failure))
         try:
@@ -286,19 +286,6 @@ def _lease_identity(settings: Settings, identity: str) -> tuple[str, bool]:
     uid, container_id = container
     full = dataclasses.replace(incarnation, pod_uid=uid, container_id=container_id)
     return full.identity, takeover
-
-
-async def _start_dead_letters(dead_letters: KafkaDeadLetters) -> None:
-    def failed(error: Exception, delay: float) -> None:
-        log.warning("dead-letter producer cannot start yet (%s); retrying", error)
-
-    await retry(
-        dead_letters.start,
-        errors=ConnectionError,
-        backoff=START_BACKOFF,
-        clock=SystemClock(),
-        on_error=failed,
-    )
 
 
 async def _watch(pod: Pod, server: uvicorn.Server, failure: list[BaseException]) -> None:

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     reduce_tick_delay_seconds: float = Field(0.25, ge=0)
     """The longest the tick waits after each multiple of the tick for the flushes
     that close a second: it waits as long as they took in the last minute, + 10 ms."""
+    reduce_stall_seconds: float = Field(5.0, gt=0)
+    """The leader gives the lease up after this long without publishing a snapshot."""
     flush_interval_seconds: float = Field(0.5, gt=0)
     align_flushes: bool = True
     """Flush on whole multiples of the interval on the wall clock (the tick's

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,9 @@ _SERVING_NAMES = (
 
 
 @dataclass(frozen=True)
-class Pki:
+class CertificateFolder:
+    """Certificates and keys made together in one folder, with their CA's ``ca.crt``."""
+
     directory: Path
 
     def path(self, name: str) -> Path:
@@ -50,6 +52,9 @@ class Pki:
     def ca_cert(self) -> Path:
         return self.path("ca.crt")
 
+
+@dataclass(frozen=True)
+class Pki(CertificateFolder):
     @property
     def serving_cert(self) -> Path:
         return self.path("apiserver.crt")
@@ -75,9 +80,8 @@ class Pki:
         return self.path("sa.pub")
 
     def complete(self) -> bool:
-        return all(
-            p.is_file() and p.stat().st_size > 0
-            for p in (
+        return all_present(
+            (
                 self.ca_cert,
                 self.path("ca.key"),
                 self.serving_cert,
@@ -88,6 +92,11 @@ class Pki:
                 self.sa_public,
             )
         )
+
+
+def all_present(paths: Iterable[Path]) -> bool:
+    """Every file exists and is not empty: a set made by ``build_in_place`` is whole."""
+    return all(path.is_file() and path.stat().st_size > 0 for path in paths)
 
 
 def _openssl() -> str:
@@ -139,8 +148,11 @@ class Openssl:
         usage: str,
         names: tuple[str, ...] = (),
         ca: str = "ca",
+        days: str = DAYS,
     ) -> None:
-        """``<name>.key`` and ``<name>.crt`` signed by ``<ca>``; usage: serverAuth or clientAuth."""
+        """``<name>.key`` and ``<name>.crt`` signed by ``<ca>``; usage: serverAuth or clientAuth.
+
+        ``days`` below zero makes a certificate that has already expired (for tests)."""
         self.ec_key(f"{name}.key")
         self.run("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr")
         extensions = (
@@ -153,7 +165,7 @@ class Openssl:
         (self.directory / f"{name}.ext").write_text(extensions)
         self.run(
             "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-sha256", "-days", DAYS,
+            "-CAcreateserial", "-sha256", "-days", days,
             "-extfile", f"{name}.ext", "-out", f"{name}.crt",
         )  # fmt: skip
 

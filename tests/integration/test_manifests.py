@@ -271,7 +271,9 @@ def test_prod_spreads_the_pods_and_dev_stays_small(rendered: dict[str, list[Obj]
         ]
         return limit
 
-    assert (memory_limit(dev), memory_limit(prod)) == ("512Mi", "1Gi")
+    # 512Mi OOM-killed two followers at 1,000 events/s each when a Hazelcast member
+    # restarted in the soak (docs/reliability.md)
+    assert (memory_limit(dev), memory_limit(prod)) == ("1Gi", "1Gi")
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))

@@ -18,10 +18,21 @@ from aggregator.core.events import Event, EventSchema
 from tests.support.readback import TopicMessage as Message
 from tests.support.readback import read_topic
 
-__all__ = ["Expected", "classify", "expected_for", "problems", "read_topic"]
+__all__ = [
+    "Classified",
+    "Expected",
+    "classify",
+    "expected_for",
+    "problems",
+    "read_topic",
+    "valid_per_bucket",
+]
 
 DIMENSIONS = ("app", "platform", "crash_type")
 MAX_MESSAGE_BYTES = 65536  # the dev overlay's AGG_MAX_MESSAGE_BYTES
+
+Classified = list[tuple[Message, Event | str]]
+"""Each message of the topic with its verdict: the event, or why it is rejected."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ class Expected:
     rejected: Counter[str]
 
 
-def classify(messages: list[Message]) -> list[tuple[Message, Event | str]]:
+def classify(messages: list[Message]) -> Classified:
     decoder = Decoder(EventSchema())
     classified: list[tuple[Message, Event | str]] = []
     for message in messages:
@@ -44,7 +55,13 @@ def classify(messages: list[Message]) -> list[tuple[Message, Event | str]]:
     return classified
 
 
-def expected_for(classified: list[tuple[Message, Event | str]], start: int, end: int) -> Expected:
+def valid_per_bucket(classified: Classified) -> Counter[int]:
+    """Valid events per event-time bucket, over the whole topic: the most any
+    snapshot may show for a bucket."""
+    return Counter(int(outcome.ts // 1) for _, outcome in classified if isinstance(outcome, Event))
+
+
+def expected_for(classified: Classified, start: int, end: int) -> Expected:
     series: Counter[int] = Counter()
     by: dict[str, Counter[str]] = {name: Counter() for name in DIMENSIONS}
     rejected: Counter[str] = Counter()

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ from tests.fixtures.node import NodeCluster
 from tests.node import brute_force
 
 WS_URL = f"ws://{layout.NODE_IP}:{cluster.NODE_PORT}/ws/stats"
+POD_PORT = 8000
+"""The aggregator container's port (k8s/base/deployment.yaml)."""
+RELEVANT_S = 300 + 60 + 120
+"""How far back a message may still count in the window shown now."""
+GROUP = "stream-aggregator"
+"""The aggregator's consumer group (k8s/base: AGG_KAFKA_GROUP)."""
 STATS_URL = f"{cluster.DASHBOARD}api/stats"
 
 
@@ -53,6 +60,8 @@ class SnapshotWatch:
 
     seen: list[Seen] = field(default_factory=list)
     reconnects: int = 0
+    url: str = WS_URL
+    """The Service by default; a pod's own address to watch what that pod serves."""
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -71,7 +80,7 @@ class SnapshotWatch:
                 self.reconnects += 1
             first = False
             with contextlib.suppress(OSError, TimeoutError, websockets.WebSocketException):
-                async with websockets.connect(WS_URL, open_timeout=3) as client:
+                async with websockets.connect(self.url, open_timeout=3) as client:
                     async for raw in client:
                         self._record(json.loads(raw))
             await asyncio.sleep(0.1)
@@ -209,6 +218,22 @@ class Deployed:
         path: str = next(space["path"] for space in spaces if space["type"] == "network")
         return path
 
+    def pod_ws_url(self, pod: str) -> str:
+        """/ws/stats on the pod itself, not through the Service."""
+        ip = self.kubectl("get", "pod", pod, "-o", "jsonpath={.status.podIP}").strip()
+        assert ip.startswith("10.244."), ip  # a pod on the node's bridge, never elsewhere
+        return f"ws://{ip}:{POD_PORT}/ws/stats"
+
+    def pod_ready(self, pod: str) -> bool:
+        """kubelet's Ready condition of the pod (its readiness probe, /readyz)."""
+        raw = self.kubectl(
+            "get", "pod", pod, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+        )
+        return raw.strip() == "True"
+
+    def logs(self, pod: str) -> str:
+        return self.kubectl("logs", pod, "-c", "aggregator")
+
     def container_id(self, pod: str) -> str:
         raw = self.kubectl(
             "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].containerID}"
@@ -298,7 +323,11 @@ async def assert_exact(
     """/api/stats and /ws/stats, through the Service, equal the brute force over the topic;
     ``context`` goes into the failure message (for instance, when a fault happened)."""
     await asyncio.sleep(2)  # the last flush (0.5 s) and tick (1 s)
-    classified = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
+    # Only messages that can be in a window shown from now on: the window (300 s), and
+    # events up to 60 s ahead of their record's time (AGG_FUTURE_SECONDS), with margin.
+    since_ms = int((time.time() - RELEVANT_S) * 1000)
+    messages = await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC, since_ms=since_ms)
+    classified = brute_force.classify(messages)
     for source in ("/api/stats", "/ws/stats"):
         deadline = time.monotonic() + timeout_s
         while True:
@@ -318,3 +347,53 @@ async def assert_exact(
             )
             await asyncio.sleep(1)
         assert expected.count >= at_least, (source, expected.count)
+
+
+def in_network_namespace(netns: str, *argv: str) -> None:
+    """Run ``argv`` (iptables, say) in the network namespace at path ``netns``."""
+    done = subprocess.run(
+        ["nsenter", f"--net={netns}", *argv], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@contextlib.asynccontextmanager
+async def cut_off(deployed: Deployed, pods: list[str], rule: list[str]) -> AsyncIterator[float]:
+    """Insert the iptables ``rule`` in each pod's own network namespace, for the
+    body of the block (yields the monotonic time of the cut); always removed after."""
+    spaces = [await asyncio.to_thread(deployed.network_namespace, pod) for pod in pods]
+    inserted = []
+    try:
+        for netns in spaces:
+            await asyncio.to_thread(in_network_namespace, netns, "iptables", "-I", *rule)
+            inserted.append(netns)
+        yield time.monotonic()
+    finally:
+        for netns in inserted:
+            await asyncio.to_thread(in_network_namespace, netns, "iptables", "-D", *rule)
+
+
+def history_problems(
+    watches: list[SnapshotWatch], since: float, truth: brute_force.Classified
+) -> list[str]:
+    """Jepsen-style checks of every snapshot the watches saw since ``since``: one
+    publisher per epoch, epochs that only grow at each dashboard, and no bucket of
+    any snapshot above the brute force over the topic."""
+    seen = [item for watch in watches for item in watch.seen if item.at >= since]
+    problems = []
+    owners: dict[int, set[str]] = {}
+    for item in seen:
+        owners.setdefault(item.epoch, set()).add(item.leader)
+    problems += [f"epoch {e} published by {sorted(o)}" for e, o in owners.items() if len(o) > 1]
+    for watch in watches:
+        epochs = [item.epoch for item in watch.seen if item.at >= since]
+        if epochs != sorted(epochs):
+            problems.append(f"a dashboard saw an epoch go back: {epochs}")
+    per_bucket = brute_force.valid_per_bucket(truth)
+    for item in seen:
+        problems += [
+            f"epoch {item.epoch} bucket {b}: {c} > {per_bucket.get(b, 0)}"
+            for b, c in item.series
+            if c > per_bucket.get(b, 0)
+        ]
+    return problems

@@ -45,7 +45,7 @@ LEASE_S, RETRY_S = 15.0, 2.0
 #: while the surge pod starts beside it on the same 2 cores. Measured 3.7-3.9 s;
 #: an expired lease instead of a release would take the lease duration, 15 s.
 ROLLING_GAP_BOUND_S = 5.0
-DEV_LIMITS = {"memory.limit_in_bytes": str(512 * 1024 * 1024), "cpu.cfs_quota_us": "50000"}
+DEV_LIMITS = {"memory.limit_in_bytes": str(1024 * 1024 * 1024), "cpu.cfs_quota_us": "50000"}
 DEV_CPU_SHARES = str(100 * 1024 // 1000)  # 100m
 
 

@@ -42,7 +42,9 @@ from tests.node.deployment import (
     SnapshotWatch,
     aggregator_produce,
     assert_exact,
+    cut_off,
     dashboards,
+    history_problems,
 )
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.node, pytest.mark.kafka, pytest.mark.slow]
@@ -244,27 +246,15 @@ def _renew_time(deployed: Deployed) -> str:
     ).strip()
 
 
-def _nsenter(netns: str, *argv: str) -> None:
-    done = subprocess.run(
-        ["nsenter", f"--net={netns}", *argv], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-
-
 async def test_a_leader_cut_from_the_api_server_is_replaced_only_at_expiry(
     deployed: Deployed,
 ) -> None:
     rule = ["OUTPUT", "-d", API_SERVER, "-j", "DROP"]
     async with _watched() as watches:
         leader, epoch = await _settled(deployed, watches)
-        netns = await asyncio.to_thread(deployed.network_namespace, leader)
-        await asyncio.to_thread(_nsenter, netns, "iptables", "-I", *rule)
-        cut = time.monotonic()
-        try:
+        async with cut_off(deployed, [leader], rule) as cut:
             first = await _first_of_new_epoch(watches, epoch, timeout_s=LEASE_S + 20)
             await asyncio.sleep(3)
-        finally:
-            await asyncio.to_thread(_nsenter, netns, "iptables", "-D", *rule)
         old = [seen for watch in watches for seen in watch.seen if seen.epoch == epoch]
         last_old = max(seen.at for seen in old)
         print(
@@ -289,18 +279,11 @@ async def test_every_pod_cut_from_the_api_server_publishes_nothing_then_one_lead
     async with _watched() as watches:
         _, epoch = await _settled(deployed, watches)
         pods = await asyncio.to_thread(deployed.aggregator_pods)
-        spaces = [await asyncio.to_thread(deployed.network_namespace, pod) for pod in pods]
-        for netns in spaces:
-            await asyncio.to_thread(_nsenter, netns, "iptables", "-I", *rule)
-        cut = time.monotonic()
-        try:
+        async with cut_off(deployed, pods, rule) as cut:
             await asyncio.sleep(RETRY_S)  # a renewal already on its way may still land
             renewed = await asyncio.to_thread(_renew_time, deployed)
             await asyncio.sleep(LEASE_S)
             assert await asyncio.to_thread(_renew_time, deployed) == renewed, "the cut did not take"
-        finally:
-            for netns in spaces:
-                await asyncio.to_thread(_nsenter, netns, "iptables", "-D", *rule)
         healed = time.monotonic()
         await asyncio.gather(
             *(w.wait_for("after the heal", lambda s: s.at > healed, LEASE_S + 20) for w in watches)
@@ -421,22 +404,8 @@ async def test_counts_stay_exact_through_container_kills(
     print(f"\nchaos: {len(kills)} container kills ({', '.join(kills)}), {len(seen)} snapshots")
     assert kills.count("leader") >= 3, kills
 
-    owners: dict[int, set[str]] = {}
-    for item in seen:
-        owners.setdefault(item.epoch, set()).add(item.leader)
-    assert {e: o for e, o in owners.items() if len(o) > 1} == {}  # one publisher per epoch
-    for watch in watches:
-        epochs = [s.epoch for s in watch.seen if s.at >= started]
-        assert epochs == sorted(epochs), "a dashboard saw an epoch go back"
     truth = brute_force.classify(await brute_force.read_topic(kafka.bootstrap, cluster.TOPIC))
-    over = []
-    for item in seen:
-        expected = brute_force.expected_for(truth, *item.window)
-        over += [
-            f"epoch {item.epoch} bucket {b}: {c} > {expected.series.get(b, 0)}"
-            for b, c in item.series
-            if c > expected.series.get(b, 0)
-        ]
-    assert over == [], over[:10]  # no snapshot ever counted an event twice
+    problems = history_problems(watches, started, truth)
+    assert problems == [], problems[:10]  # one publisher per epoch, never an event twice
     await asyncio.to_thread(deployed.wait_ready, 2, 240)
     await assert_exact(kafka, at_least=50_000)

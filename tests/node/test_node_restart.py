@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 
 import pytest
 
-from infra.node import COMPONENT, host
+from infra.node import COMPONENT, host, network, servers
 from tests.fixtures.node import NodeCluster, pristine_host
 from tests.node import pods
 
@@ -35,6 +37,30 @@ def _a_pod_runs(node_cluster: NodeCluster) -> None:
     node_cluster.ok(
         "-n", namespace, "rollout", "status", "deployment/web", "--timeout=120s", timeout_s=140
     )
+
+
+def test_down_from_another_network_namespace_leaves_the_node_alone(
+    node_cluster: NodeCluster,
+) -> None:
+    # An engineer's `ip netns exec ... python -m infra down` once stopped the host's
+    # node from a private namespace and left its bridge and pod networks behind.
+    space = f"agg-guard-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", space], check=True)
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", space, sys.executable, "-m", "infra", "down", "node"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", space], check=True)
+    assert done.returncode == 0, done.stderr
+    assert "left alone" in done.stderr
+    assert servers.KUBELET.pid() is not None
+    assert network.bridge_exists()
+    _a_pod_runs(node_cluster)
 
 
 def test_down_restores_the_host_and_up_works_again_twice(node_cluster: NodeCluster) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -35,8 +35,10 @@ class TopicMessage:
     headers: tuple[tuple[str, bytes], ...]
 
 
-async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(
+    bootstrap: str, topic: str, security: Mapping[str, Any] | None = None
+) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -47,19 +49,38 @@ async def _partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in found]
 
 
-async def read_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[TopicMessage]:
-    """Every message of every partition, from the first to the end offset as of now."""
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = 60.0,
+    *,
+    since_ms: int | None = None,
+    security: Mapping[str, Any] | None = None,
+) -> list[TopicMessage]:
+    """Every message of every partition, from the first (or the first with a
+    timestamp of at least ``since_ms``) to the end offset as of now.
+
+    ``security``: the clients' TLS/SASL keyword arguments (``KafkaOptions.client_kwargs()``)."""
     async with asyncio.timeout(timeout_s):
-        return await _read_topic(bootstrap, topic)
+        return await _read_topic(bootstrap, topic, since_ms, security or {})
 
 
-async def _read_topic(bootstrap: str, topic: str) -> list[TopicMessage]:
-    tps = await _partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _read_topic(
+    bootstrap: str, topic: str, since_ms: int | None, security: Mapping[str, Any]
+) -> list[TopicMessage]:
+    tps = await _partitions(bootstrap, topic, security)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **security)
     await consumer.start()
     try:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        if since_ms is not None:
+            found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            for tp, at in found.items():
+                if at is None:  # nothing that recent: start at the end
+                    await consumer.seek_to_end(tp)
+                else:
+                    consumer.seek(tp, at.offset)
         ends = await consumer.end_offsets(tps)
         messages: list[TopicMessage] = []
         while any([await consumer.position(tp) < ends[tp] for tp in tps]):
@@ -100,12 +121,17 @@ async def committed_offsets(
         await admin.close()
 
 
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The end offset (next offset to be written) of every partition, as of now."""
+    return {tp.partition: end for tp, end in (await _end_offsets(bootstrap, topic)).items()}
+
+
 async def wait_caught_up(
     kafka: KafkaServer, topic: str, group: str, timeout_s: float
 ) -> dict[int, int]:
     """Until the group's committed offset is the end offset of every partition."""
     deadline = time.monotonic() + timeout_s
-    ends = {tp.partition: end for tp, end in (await _end_offsets(kafka.bootstrap, topic)).items()}
+    ends = await end_offsets(kafka.bootstrap, topic)
     async with committed_offsets(kafka.bootstrap, group) as read_committed:
         committed: dict[int, int] = {}
         while True:

@@ -154,6 +154,28 @@ def test_decide(record: LeaseSpec | None, now: float, action: Action, epoch: int
         assert decision.expires_at is None
 
 
+@pytest.mark.parametrize(
+    ("record", "expiry"),
+    [
+        (None, None),
+        (lease(ME), OBSERVED_AT + 15),
+        (lease(OTHER), OBSERVED_AT + 15),
+        (lease("", duration=1), None),
+        (lease(None, transitions=0), None),
+    ],
+)
+def test_a_process_not_eligible_only_follows(
+    record: LeaseSpec | None, expiry: float | None
+) -> None:
+    # Expired, released, absent or even ours: whatever it would write, it writes nothing.
+    for now in (100.0, 500.0):
+        decision = decide(ME, record, OBSERVED_AT, now, WALL, T, eligible=False, holder_dead=True)
+        assert decision.action is Action.FOLLOW
+        assert decision.terms is None
+        assert decision.epoch is None
+        assert decision.expires_at == expiry
+
+
 def test_acquire_stamps_acquire_time_renew_keeps_it() -> None:
     taken = decide(ME, lease(OTHER), OBSERVED_AT, 200.0, WALL, T).terms
     assert taken == LeaseSpec(ME, 15, WALL, WALL, 4)

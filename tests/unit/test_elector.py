@@ -18,6 +18,7 @@ from aggregator.adapters.memory.lease import MemoryLeaseClient, MemoryLeaseServe
 from aggregator.core.election import EXPIRY_SPREAD, ElectionTimings
 from aggregator.ports.lease import LeaseConflict, LeaseForbidden, LeaseRecord, LeaseSpec
 from aggregator.services.elector import Elector
+from aggregator.services.leading import StepDown
 
 T = ElectionTimings()  # client-go's: lease 15 s, renew deadline 10 s, retry 2 s, jitter 1.2
 LEASE, DEADLINE, RETRY = T.lease_duration_s, T.renew_deadline_s, T.retry_period_s
@@ -65,6 +66,8 @@ class Node:
         self.stopped = 0
         self.cancelled = 0
         self.crash_after: float | None = None
+        self.crash_with: Exception = RuntimeError("the reducer broke")
+        self.eligible = True
         self.new_leaders: list[str] = []
         self.holder_when_stopped: list[str | None] = []
         self.elector = Elector(
@@ -77,6 +80,7 @@ class Node:
             on_new_leader=self.new_leaders.append,
             rng=random.Random(cluster.rng.random()),
             logger=logging.getLogger(f"test.elector.{name}"),
+            eligible=lambda: self.eligible,
         )
         self.task: asyncio.Task[None] = asyncio.create_task(self.elector.run())
 
@@ -93,7 +97,7 @@ class Node:
         try:
             if self.crash_after is not None:
                 await self.cluster.clock.sleep(self.crash_after)
-                raise RuntimeError("the reducer broke")
+                raise self.crash_with
             await asyncio.get_running_loop().create_future()
         except asyncio.CancelledError:
             self.cancelled += 1
@@ -483,6 +487,75 @@ async def test_a_lone_elector_leads_again_after_its_task_crashes(cluster: Cluste
     assert not only.leading()
     only.crash_after = None
     await cluster.until(only.leading, within=RETRY * (1 + T.jitter_factor) + 0.1)
+    assert only.started == [0, 1]
+
+
+# -- standing for the lease --------------------------------------------------------------
+
+
+async def test_a_pod_that_cannot_do_a_leaders_work_never_takes_the_lease(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    leader = await with_leader(cluster)
+    cut, able = [node for node in cluster.nodes if node is not leader]
+    cut.eligible = False
+    killed_at = cluster.clock.monotonic()
+    await leader.kill()
+    taken = await cluster.until(lambda: len(cluster.leaders()) == 1, within=LEASE + 2 * RETRY)
+    assert cluster.leaders() == [able]
+    assert taken >= killed_at + LEASE - RETRY  # at expiry: silence proves nothing
+    assert cut.started == []
+    assert cut.elector.leader == able.identity  # it still follows and reports the leader
+    assert "no longer: this pod cannot do a leader's work" in caplog.text
+
+
+async def test_a_leader_that_steps_down_leaves_the_lease_free_until_a_pod_can_lead(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The whole store is down: the leader cannot publish and gives the lease up,
+    # and no pod stands for it until one can reach the store again.
+    first = cluster.add()
+    first.crash_after = 3.0
+    first.crash_with = StepDown("no snapshot published for 5.0 s")
+    await cluster.clock.advance(0)
+    others = [cluster.add(), cluster.add()]
+    for node in others:
+        node.eligible = False
+    await cluster.clock.advance(3.0)
+    assert not first.leading()
+    assert cluster.holder() == ""  # released, not left to expire
+    first.eligible = False
+    await cluster.clock.advance(3 * LEASE)
+    assert cluster.leaders() == []
+    back = others[0]
+    back.eligible = True
+    came_back = cluster.clock.monotonic()
+    taken = await cluster.until(back.leading, within=RETRY * (1 + T.jitter_factor) + 0.1)
+    assert taken - came_back <= RETRY * (1 + T.jitter_factor) + 0.1
+    assert back.started == [1]
+    assert [node for node in cluster.nodes if node.started and node is not first] == [back]
+    # One line, no traceback: stepping down is an expected outcome, not a bug.
+    assert "Giving the lease up so another pod leads: no snapshot published" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert "The leading task failed;" not in caplog.text
+
+
+async def test_a_lone_leader_that_stepped_down_stands_again_after_a_lease_duration(
+    cluster: Cluster,
+) -> None:
+    only = cluster.add()
+    only.crash_after = 1.0
+    only.crash_with = StepDown("no snapshot published for 5.0 s")
+    await cluster.clock.advance(0)
+    await cluster.clock.advance(1.0)
+    assert not only.leading()
+    stepped_down = cluster.clock.monotonic()
+    only.crash_after = None
+    await cluster.clock.advance(LEASE - 0.1)
+    assert not only.leading()
+    taken = await cluster.until(only.leading, within=LEASE * T.jitter_factor + RETRY + 0.2)
+    assert taken - stepped_down >= LEASE
     assert only.started == [0, 1]
 
 

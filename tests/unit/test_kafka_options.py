@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,26 @@ def test_a_missing_ca_file_names_the_problem_when_the_client_is_built() -> None:
     options = KafkaOptions(security_protocol="SSL", ssl_cafile="/nonexistent/ca.pem")
     with pytest.raises(ValueError, match="cannot load the Kafka SSL files"):
         options.client_kwargs()
+
+
+def test_an_encrypted_key_without_its_password_fails_instead_of_prompting(tmp_path: Path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=c",
+         "-passout", "pass:secret"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    options = KafkaOptions(
+        security_protocol="SSL",
+        ssl_certfile=str(tmp_path / "cert.pem"),
+        ssl_keyfile=str(tmp_path / "key.pem"),
+    )
+    with pytest.raises(ValueError, match="cannot load the Kafka SSL files"):
+        options.client_kwargs()
+    with_password = KafkaOptions(
+        security_protocol="SSL",
+        ssl_certfile=str(tmp_path / "cert.pem"),
+        ssl_keyfile=str(tmp_path / "key.pem"),
+        ssl_keyfile_password="secret",
+    )
+    assert isinstance(with_password.client_kwargs()["ssl_context"], ssl.SSLContext)

@@ -17,9 +17,16 @@ from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
 from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
-from aggregator.ports.source import RebalanceListener, SourceRecord, SourceUnavailable
+from aggregator.ports.source import (
+    DeadLetters,
+    RebalanceListener,
+    SourceRecord,
+    SourceRefused,
+    SourceUnavailable,
+)
 from aggregator.services import map_stage
 from aggregator.services.map_stage import MapStage
+from aggregator.services.retry import Backoff
 
 
 class CollectingDeadLetters:
@@ -29,6 +36,9 @@ class CollectingDeadLetters:
         """How many dead letters each call was given, failed calls included."""
         self.failing = False
 
+    async def start(self) -> None:
+        pass
+
     async def send_many(self, items: Sequence[tuple[SourceRecord, str]]) -> None:
         self.offered.append(len(items))
         if self.failing:
@@ -36,7 +46,24 @@ class CollectingDeadLetters:
         self.sent.extend((r.partition, r.offset, reason) for r, reason in items)
 
 
-async def until(condition: object, timeout_s: float = 5.0) -> None:
+def memory_stage(
+    consumer: MemoryConsumer,
+    server: MemoryStoreServer,
+    clock: SystemClock,
+    dead_letters: DeadLetters | None = None,
+) -> MapStage:
+    """A stage on the memory adapters, default fold settings, flushing every 50 ms."""
+    return MapStage(
+        consumer,
+        MemoryStoreClient(server),
+        clock,
+        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
+        flush_interval_s=0.05,
+        dead_letters=dead_letters,
+    )
+
+
+async def until(condition: object, timeout_s: float = 20.0) -> None:
     """Poll a condition that no event signals (it reads the stage's counters)."""
     async with asyncio.timeout(timeout_s):
         while not (callable(condition) and condition()):  # noqa: ASYNC110
@@ -54,14 +81,7 @@ async def test_commits_wait_for_dead_letters_and_store() -> None:
     consumer = MemoryConsumer(log, "g", "m1")
     dead = CollectingDeadLetters()
     dead.failing = True
-    stage = MapStage(
-        consumer,
-        MemoryStoreClient(server),
-        clock,
-        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
-        flush_interval_s=0.05,
-        dead_letters=dead,
-    )
+    stage = memory_stage(consumer, server, clock, dead)
     task = asyncio.create_task(stage.run())
     try:
         await until(lambda: stage.stats.records == 20)
@@ -150,13 +170,7 @@ async def test_a_source_that_goes_silent_and_unreachable_makes_the_stage_unready
     log = MemoryLog(clock, partitions=1)
     good = orjson.dumps({"ts": clock.time(), "app": "a"})
     consumer = SilentOutage(log, "g", "m1")
-    stage = MapStage(
-        consumer,
-        MemoryStoreClient(MemoryStoreServer(clock, ttl_s=600)),
-        clock,
-        FoldSettings(EventSchema(), 1, 300, 30.0, 60.0, 1000),
-        flush_interval_s=0.05,
-    )
+    stage = memory_stage(consumer, MemoryStoreServer(clock, ttl_s=600), clock)
     task = asyncio.create_task(stage.run())
     try:
         log.append(0, good)
@@ -291,3 +305,57 @@ async def test_a_deposed_map_stage_reloads_and_never_commits_past_the_store() ->
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class RefusedDeadLetters(CollectingDeadLetters):
+    """A dead-letter producer whose start is refused with each message of ``refusals``
+    in turn, then works; with ``hold_at``, the start that finds that many refusals
+    left waits for ``release`` (so a test can look at the stage mid-refusal, however
+    slow the machine)."""
+
+    def __init__(self, refusals: list[str], hold_at: int | None = None) -> None:
+        super().__init__()
+        self.refusals = refusals
+        self.hold_at = hold_at
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def start(self) -> None:
+        if self.hold_at is not None and len(self.refusals) == self.hold_at:
+            self.held.set()
+            await self.release.wait()
+        if self.refusals:
+            raise SourceRefused(self.refusals.pop(0))
+
+
+async def test_a_refused_start_is_said_once_per_reason_and_retried_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(map_stage, "SOURCE_START_BACKOFF", Backoff(first_s=0.01, max_s=0.01))
+    caplog.set_level(logging.INFO, "aggregator.map")
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=1)
+    log.append(0, orjson.dumps({"ts": clock.time(), "app": "a"}))
+    consumer = MemoryConsumer(log, "g", "m1")
+    refusals = ["wrong password"] * 20 + ["expired certificate"] * 20
+    dead = RefusedDeadLetters(refusals, hold_at=10)
+    stage = memory_stage(consumer, MemoryStoreServer(clock, ttl_s=600), clock, dead)
+    task = asyncio.create_task(stage.run())
+    try:
+        async with asyncio.timeout(30):
+            await dead.held.wait()  # 30 refusals in: both reasons said, still refused
+        ready_while_refused = stage.ready
+        assert not ready_while_refused
+        assert consumer.assignment() == frozenset()  # the source waits for the producer
+        dead.release.set()
+        await until(lambda: stage.ready and stage.stats.counted == 1, timeout_s=30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in said] == [
+        "not ready: wrong password; retrying quietly",
+        "not ready: expired certificate; retrying quietly",
+    ]
+    assert {r.levelno for r in said} == {logging.ERROR}

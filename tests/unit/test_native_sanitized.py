@@ -1,7 +1,8 @@
-"""The C extension under AddressSanitizer: the native, fold and property tests
-run against a build of ``_native.c`` with ``-fsanitize=address``, so a read or
-write past a buffer, a use after free or a double free fails the suite instead
-of corrupting a pod's counts in production.
+"""The C extension under AddressSanitizer: the native, fold, key-count, wire and
+window-drain tests run against a build of ``_native.c`` with
+``-fsanitize=address``, so a read or write past a buffer, a use after free or
+a double free fails the suite instead of corrupting a pod's counts in
+production.
 
 The sanitized build (``hatch_build.py``, the standard one, with the
 sanitizer's flags in ``CFLAGS`` and ``LDFLAGS``) goes into a copy of the package
@@ -26,7 +27,14 @@ from tests.fixtures.requirements import in_ci
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-TESTS = ["tests/unit/test_native.py", "tests/unit/test_fold_many.py", "tests/unit/test_fold.py"]
+TESTS = [
+    "tests/unit/test_native.py",
+    "tests/unit/test_fold_many.py",
+    "tests/unit/test_fold.py",
+    "tests/unit/test_key_counts.py",
+    "tests/unit/test_partial_wire.py",
+    "tests/unit/test_window_drain.py",
+]
 
 
 def libasan() -> str:

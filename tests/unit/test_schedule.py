@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Mapping, Sequence
+import itertools
+import time
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -22,6 +24,8 @@ from aggregator.core.events import EventSchema
 from aggregator.core.partial import Partial
 from aggregator.ports.bus import Published
 from aggregator.ports.source import RebalanceListener, SourceRecord
+from aggregator.ports.store import PartialKey, StoreUnavailable
+from aggregator.services.leading import StepDown
 from aggregator.services.map_stage import MapStage
 from aggregator.services.reduce_stage import ReduceSettings, ReduceStage
 
@@ -209,3 +213,135 @@ async def test_a_flush_writes_its_partitions_side_by_side_then_commits_them_all(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert store.most_in_flight == 3
+
+
+class CutBus(MemoryBus):
+    """A bus cut off from this pod once ``cut`` is set: its publishes fail at once
+    (refused) or never answer (dropped packets); ``published_at`` is the
+    monotonic time of the last one that got through."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self._clock = clock
+        self.cut = ""
+        self.published_at = 0.0
+
+    async def publish(self, message: Published) -> None:
+        if self.cut == "refused":
+            raise StoreUnavailable("bus unreachable")
+        if self.cut == "dropped":
+            await asyncio.get_running_loop().create_future()
+        await super().publish(message)
+        self.published_at = self._clock.monotonic()
+
+
+@pytest.mark.parametrize(
+    ("flushes_land", "cut"), [(True, "refused"), (False, "refused"), (False, "dropped")]
+)
+async def test_a_leader_following_the_flushes_still_steps_down_at_the_stall_limit(
+    flushes_land: bool, cut: str
+) -> None:
+    # Merged from main: the reads between ticks (every 5 ms) apply changes but are
+    # no publish, so they never hold the stall limit off, whether the flushes go on
+    # landing or stop with the cut; a publish that hangs is abandoned at the limit,
+    # and after refused publishes the stage steps down between ticks at the limit.
+    clock = ManualClock(start=START)
+    server = MemoryStoreServer(clock, ttl_s=600)
+    writer = asyncio.create_task(closing_flushes(clock, server, 0.04))
+    bus = CutBus(clock)
+    stage = ReduceStage(
+        MemoryFeed(server),
+        bus,
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10, tick_delay_s=0.25, stall_s=5.0),
+        identity="pod_a",
+        leading_epoch=lambda: 1,
+    )
+    task = asyncio.create_task(stage.run(1))
+    try:
+        await clock.advance(4.0)
+        assert stage.stats.published >= 4
+        bus.cut = cut
+        if not flushes_land:
+            writer.cancel()
+        while not task.done() and clock.monotonic() - bus.published_at < 20:
+            await clock.advance(0.05)
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+    with pytest.raises(StepDown, match=r"no snapshot published for 5\.\d s"):
+        task.result()
+    # At the limit (within the clock's 50 ms steps), not at the first tick past it:
+    # five failed ticks at a learned phase end a hair short of the limit.
+    assert 5.0 - 0.001 <= clock.monotonic() - bus.published_at <= 5.0 + 0.05
+
+
+async def test_a_big_change_set_read_between_ticks_is_applied_in_slices() -> None:
+    # Merged from main: a resync's full read can arrive in a read between ticks
+    # rather than in the tick; applying it must let the event loop run as the
+    # tick's own apply does, and it still counts as a landing of closed seconds.
+    clock = SystemClock()
+    work_s, items = 0.0005, 800  # 0.4 s of applying, in small pieces
+    reads: list[str] = []
+
+    class ResyncFeed:
+        """A feed (PartialFeed) whose second read of changes, the first between
+        ticks, is a slow full read."""
+
+        async def open(self) -> list[tuple[PartialKey, Partial]]:
+            return []
+
+        async def close(self) -> None:
+            pass
+
+        async def changes(self) -> Iterator[tuple[PartialKey, Partial]]:
+            reads.append("tick" if not reads else "follow")
+            if len(reads) != 2:
+                return iter(())
+            second = int(clock.time())
+
+            def decode() -> Iterator[tuple[PartialKey, Partial]]:
+                for i in range(items):
+                    until = time.perf_counter() + work_s
+                    while time.perf_counter() < until:  # decoding, say
+                        pass
+                    partial = Partial(second - 1 - i % 200, 1, offset=i)
+                    partial.total.count = 1
+                    yield PartialKey("t", i // 200, partial.bucket), partial
+
+            return decode()
+
+    wakes: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            wakes.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+
+    bus = MemoryBus()
+    stage = ReduceStage(
+        ResyncFeed(),
+        bus,
+        clock,
+        ReduceSettings(("app",), 300, 1, 1.0, 10, tick_delay_s=0.25),
+        identity="pod_a",
+        leading_epoch=lambda: 3,
+    )
+    beats = asyncio.create_task(ticker())
+    await asyncio.sleep(0.01)
+    task = asyncio.create_task(stage.run(3))
+    try:
+        async with asyncio.timeout(10):
+            while stage.stats.published < 2:  # noqa: ASYNC110 (a counter, no event)
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    longest = max(b - a for a, b in itertools.pairwise(wakes))
+    assert longest < 0.15, f"the event loop was held for {longest:.3f} s"
+    latest = await bus.latest()
+    assert latest is not None
+    assert orjson.loads(latest.payload)["total"]["count"] == items  # applied by the follow

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from aggregator.adapters.kafka.errors import unavailable
+from aggregator.adapters.kafka.handshake import check_access
 from aggregator.adapters.kafka.options import KafkaOptions
 from aggregator.adapters.kafka.records import Headers, KafkaRecord
 from aggregator.adapters.kafka.topics import ensure_topic
@@ -93,9 +94,14 @@ class KafkaDeadLetters:
         return self._topic
 
     async def start(self) -> None:
+        """Create the topic if asked and missing, then connect; ``SourceUnavailable``
+        (``SourceRefused`` for refused credentials) if that fails.  Again after a
+        failure, nothing once started."""
         if self._producer is not None:
             return
-        if self._create_partitions is not None:
+        if self._create_partitions is None:
+            await check_access(self._bootstrap, self._options, timeout_s=self._delivery_timeout_s)
+        else:
             await ensure_topic(
                 self._bootstrap,
                 self._topic,

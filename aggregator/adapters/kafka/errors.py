@@ -20,8 +20,15 @@ def unavailable(bootstrap: str, action: str) -> Iterator[None]:
     except SourceUnavailable:
         raise
     except (KafkaError, OSError, TimeoutError) as error:
-        kind = type(error).__name__
-        detail = str(error)
-        if not detail.startswith(kind):  # aiokafka's errors already start with it
-            detail = f"{kind}: {detail}" if detail else kind
-        raise SourceUnavailable(f"Kafka at {bootstrap}: cannot {action}: {detail}") from error
+        raise SourceUnavailable(
+            f"Kafka at {bootstrap}: cannot {action}: {describe(error)}"
+        ) from error
+
+
+def describe(error: BaseException) -> str:
+    """The error's type and message, once (aiokafka's messages already start with it)."""
+    kind = type(error).__name__
+    detail = str(error)
+    if detail.startswith(kind):
+        return detail
+    return f"{kind}: {detail}" if detail else kind

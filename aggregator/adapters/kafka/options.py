@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiokafka.helpers import create_ssl_context
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -61,12 +60,7 @@ class KafkaOptions:
         kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.uses_ssl:
             try:
-                kwargs["ssl_context"] = create_ssl_context(
-                    cafile=self.ssl_cafile,
-                    certfile=self.ssl_certfile,
-                    keyfile=self.ssl_keyfile,
-                    password=self.ssl_keyfile_password,
-                )
+                kwargs["ssl_context"] = self.ssl_context()
             except OSError as error:
                 raise ValueError(f"cannot load the Kafka SSL files: {error}") from error
         if self.uses_sasl:
@@ -74,3 +68,17 @@ class KafkaOptions:
             kwargs["sasl_plain_username"] = self.sasl_plain_username
             kwargs["sasl_plain_password"] = self.sasl_plain_password
         return kwargs
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verify the broker (its name too) against the CA file, or the system's CAs
+        without one; present the client certificate when there is one.  Built with
+        the standard library rather than aiokafka's helper, which logs a line each
+        time: every client and every retry builds one."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ssl_cafile)
+        if self.ssl_certfile is not None:
+            # A key that needs a password we lack fails here; OpenSSL would prompt.
+            password = self.ssl_keyfile_password
+            context.load_cert_chain(
+                self.ssl_certfile, self.ssl_keyfile, password=password if password else str
+            )
+        return context

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from aggregator.adapters.kafka.errors import unavailable
+from aggregator.adapters.kafka.handshake import check_access
 from aggregator.adapters.kafka.options import KafkaOptions
 from aggregator.adapters.kafka.rebalance import CallbackGate, GroupListener
 from aggregator.adapters.kafka.records import to_records
@@ -84,7 +85,8 @@ class KafkaSource:
     async def start(self, listener: RebalanceListener) -> None:
         """Connect, check that the topic exists, join the group (assignment arrives
         during the following fetches).  Unreachable brokers, a missing topic or a
-        start that takes longer than ``start_timeout_s`` raise ``SourceUnavailable``."""
+        start that takes longer than ``start_timeout_s`` raise ``SourceUnavailable``;
+        credentials the broker refuses raise ``SourceRefused`` before aiokafka starts."""
         if self._consumer is not None:
             raise RuntimeError("the Kafka source is already started")
         self._gate = CallbackGate()
@@ -96,6 +98,7 @@ class KafkaSource:
             closing=lambda: self._closing,
             logger=self._log,
         )
+        await check_access(self._bootstrap, self._options, timeout_s=self._request_timeout_s)
         consumer = self._new_consumer()
         try:
             with unavailable(self._bootstrap, f"join consumer group {self._group_id!r}"):

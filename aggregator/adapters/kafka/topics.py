@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from aggregator.adapters.kafka.errors import unavailable
+from aggregator.adapters.kafka.handshake import check_access
 from aggregator.adapters.kafka.options import KafkaOptions
 
 MAX_REPLICATION = 3
@@ -33,14 +34,17 @@ async def ensure_topic(
 ) -> TopicInfo:
     """Create ``name`` with ``partitions`` partitions unless it exists, then wait
     until every partition has a leader.  The replication factor defaults to the
-    number of brokers, at most 3.  Failures raise ``SourceUnavailable``."""
+    number of brokers, at most 3.  Failures raise ``SourceUnavailable``
+    (``SourceRefused`` for credentials the broker refuses)."""
     if partitions <= 0:
         raise ValueError("a topic needs at least one partition")
+    options = options or KafkaOptions()
+    await check_access(bootstrap, options, timeout_s=timeout_s)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="stream-aggregator-admin",
         request_timeout_ms=int(timeout_s * 1000),
-        **(options or KafkaOptions()).client_kwargs(),
+        **options.client_kwargs(),
     )
     with unavailable(bootstrap, f"create topic {name!r}"):
         async with asyncio.timeout(timeout_s):

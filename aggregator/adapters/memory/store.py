@@ -4,7 +4,9 @@ one ``MemoryStoreClient`` per pod (it remembers the versions it expects), and
 
 Stored values are the partials' wire form, serialized, so that no pod ever shares
 a mutable object with another (as with a real store).  Entries expire ``ttl_s``
-after their last write, on the injected clock.
+after their last write, on the injected clock, and are swept out of memory at
+least every ``SWEEP_EVERY_S`` while writes go on (as Hazelcast's expiry task
+does), so a store written for hours holds only the last ``ttl_s`` of buckets.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from aggregator.core.partial import Partial
 from aggregator.ports.clock import Clock
 from aggregator.ports.store import PartialKey, StoreUnavailable
 
+SWEEP_EVERY_S = 1.0
+"""How often (on the store's clock) writes also drop expired entries and what
+clients expect of entries gone long ago."""
+
 
 class MemoryStoreServer:
     def __init__(self, clock: Clock, ttl_s: float) -> None:
@@ -27,6 +33,7 @@ class MemoryStoreServer:
         """key -> (version, serialized partial, expires at monotonic)."""
         self._version = 0
         self._changes: list[tuple[int, PartialKey]] = []
+        self._next_sweep = clock.monotonic() + SWEEP_EVERY_S
         self.writes = 0
         self.batches = 0
 
@@ -38,6 +45,17 @@ class MemoryStoreServer:
         now = self.clock.monotonic()
         for key in [k for k, (_, _, until) in self._entries.items() if until <= now]:
             del self._entries[key]
+
+    @property
+    def held(self) -> int:
+        """Entries in memory, expired ones not yet swept included."""
+        return len(self._entries)
+
+    def _sweep_if_due(self) -> None:
+        now = self.clock.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY_S
+            self.expire()
 
     def get(self, key: PartialKey) -> tuple[int, bytes] | None:
         entry = self._entries.get(key)
@@ -55,6 +73,7 @@ class MemoryStoreServer:
 
     def replace_if(self, key: PartialKey, expected: int | None, value: bytes) -> int | None:
         """Compare-and-set on the version; the new version, or None when fenced."""
+        self._sweep_if_due()
         current = self.get(key)
         if (current[0] if current else None) != expected:
             return None
@@ -89,35 +108,59 @@ class MemoryStoreClient:
 
     def __init__(self, server: MemoryStoreServer) -> None:
         self._server = server
-        self._expected: dict[PartialKey, int] = {}
+        self._expected: dict[PartialKey, tuple[int, float]] = {}
+        """key -> (version, monotonic time this client last loaded or wrote it)."""
+        self._next_prune = server.clock.monotonic() + SWEEP_EVERY_S
         self.available = True
+
+    @property
+    def expected(self) -> int:
+        """Entries whose version this client remembers."""
+        return len(self._expected)
 
     def _check(self) -> None:
         if not self.available:
             raise StoreUnavailable("this pod cannot reach the memory store")
         self._server.check()
 
+    def _prune_if_due(self) -> None:
+        """Forget entries not written for two TTLs (the store dropped them long
+        ago), as the Hazelcast adapter does."""
+        now = self._server.clock.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + SWEEP_EVERY_S
+        horizon = now - 2 * self._server.ttl_s
+        for key in [k for k, (_, seen) in self._expected.items() if seen < horizon]:
+            del self._expected[key]
+
     async def load(self, source: str, partition: int) -> list[Partial]:
         self._check()
         partials = []
+        now = self._server.clock.monotonic()
         for key in self._server.keys_of(source, partition):
             entry = self._server.get(key)
             if entry is not None:
-                self._expected[key] = entry[0]
+                self._expected[key] = (entry[0], now)
                 partials.append(_decode(entry[1]))
         return partials
 
     async def write(self, source: str, partition: int, partials: Sequence[Partial]) -> list[int]:
         self._check()
         self._server.batches += 1
+        self._prune_if_due()
         fenced = []
+        now = self._server.clock.monotonic()
         for partial in partials:
             key = PartialKey(source, partition, partial.bucket)
-            version = self._server.replace_if(key, self._expected.get(key), _encode(partial))
+            known = self._expected.get(key)
+            version = self._server.replace_if(
+                key, None if known is None else known[0], _encode(partial)
+            )
             if version is None:
                 fenced.append(partial.bucket)
             else:
-                self._expected[key] = version
+                self._expected[key] = (version, now)
         return fenced
 
     def forget(self, source: str, partition: int) -> None:
