@@ -118,6 +118,23 @@ class Journey:
     def to_client(self) -> float:
         return self.arrived - self.generated
 
+    @property
+    def second_left(self) -> float:
+        """The rest of its second after the send began: no snapshot can show the
+        batch sooner (a snapshot covers complete seconds only)."""
+        return 1.0 - self.phase
+
+    @property
+    def landed_after_second(self) -> float:
+        """How long after its second ended its bucket was stored (negative: stored
+        complete before the second ended, by a flush on the half second)."""
+        return self.stored - self.second_left
+
+    @property
+    def tick_after_second(self) -> float:
+        """How long after its second ended the tick that showed it ran."""
+        return self.generated - self.second_left
+
 
 def quantile(values: Sequence[float], q: float) -> float:
     """The value at rank ``int(q * n)`` of the sorted values (NaN for none)."""
@@ -134,10 +151,19 @@ def describe(journeys: Sequence[Journey], top: int = 3) -> list[str]:
         "to tick (wait for the next tick, its read)": [j.to_tick for j in journeys],
         "to client (tick, publish, topic, hub, websocket)": [j.to_client for j in journeys],
     }
+    parts |= {
+        "after its second, stored": [j.landed_after_second for j in journeys],
+        "after its second, the tick that showed it": [j.tick_after_second for j in journeys],
+    }
     lines = [
         f"  {name}: p50 {statistics.median(v):.3f} s, p99 {quantile(v, 0.99):.3f} s"
         for name, v in parts.items()
     ]
+    floor = min(j.second_left for j in journeys)
+    lines.append(
+        f"  floor: the earliest sent ({1 - floor:.0%} into its second) has {floor:.3f} s of "
+        "its second left, then the tick after the second and the delivery"
+    )
     lines.append(f"  slowest {top} (phase: stored + to tick + to client = latency):")
     for j in sorted(journeys, key=lambda j: j.arrived, reverse=True)[:top]:
         lines.append(

@@ -131,3 +131,7 @@ def test_a_journey_splits_its_latency_into_stored_to_tick_and_to_client() -> Non
     assert journey.to_client == pytest.approx(0.02)
     lines = describe([journey])
     assert "0.200: 0.850 + 0.010 + 0.020 = 0.880 s" in lines[-1]
+    assert journey.second_left == pytest.approx(0.8)
+    assert journey.landed_after_second == pytest.approx(0.05)
+    assert journey.tick_after_second == pytest.approx(0.06)
+    assert any("after its second, the tick that showed it: p50 0.060 s" in x for x in lines)
