@@ -159,10 +159,11 @@ def describe(journeys: Sequence[Journey], top: int = 3) -> list[str]:
         f"  {name}: p50 {statistics.median(v):.3f} s, p99 {quantile(v, 0.99):.3f} s"
         for name, v in parts.items()
     ]
-    floor = min(j.second_left for j in journeys)
+    first = min(journeys, key=lambda j: j.phase)
     lines.append(
-        f"  floor: the earliest sent ({1 - floor:.0%} into its second) has {floor:.3f} s of "
-        "its second left, then the tick after the second and the delivery"
+        f"  floor: the batch sent earliest in its second ({first.phase:.1%} in) has "
+        f"{first.second_left:.3f} s of it left, then the tick after the second "
+        f"({first.tick_after_second:.3f} s) and the delivery ({first.to_client:.3f} s)"
     )
     lines.append(f"  slowest {top} (phase: stored + to tick + to client = latency):")
     for j in sorted(journeys, key=lambda j: j.arrived, reverse=True)[:top]:

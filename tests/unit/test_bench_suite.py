@@ -135,3 +135,7 @@ def test_a_journey_splits_its_latency_into_stored_to_tick_and_to_client() -> Non
     assert journey.landed_after_second == pytest.approx(0.05)
     assert journey.tick_after_second == pytest.approx(0.06)
     assert any("after its second, the tick that showed it: p50 0.060 s" in x for x in lines)
+    early = Journey(phase=0.05, stored=0.96, generated=0.98, arrived=1.0)
+    floor = describe([journey, early])[-4]
+    assert "(5.0% in) has 0.950 s of it left" in floor
+    assert "(0.030 s) and the delivery (0.020 s)" in floor
