@@ -11,7 +11,6 @@ from hazelcast.asyncio import HazelcastClient
 from hazelcast.errors import ClientOfflineError, TargetDisconnectedError
 
 from aggregator.adapters.hazelcast import HazelcastStore
-from aggregator.adapters.hazelcast.store import SEAL_BYTES
 from aggregator.adapters.hazelcast.codec import (
     Blob,
     CorruptValue,
@@ -25,6 +24,7 @@ from aggregator.adapters.hazelcast.codec import (
     sealed,
     writer_of,
 )
+from aggregator.adapters.hazelcast.store import SEAL_BYTES
 from aggregator.core.partial import Partial
 from aggregator.ports.store import PartialKey, StoreUnavailable
 
@@ -251,7 +251,8 @@ async def test_a_sealed_base_whose_ttl_was_lost_gets_it_at_the_next_append(
     imap.lose_responses = 1  # the sealing replace lands; its set_ttl is never sent
     with pytest.raises(StoreUnavailable):
         await store.write(SOURCE, 0, [wide(7, range(40, 80), 1)])
-    assert is_sealed(imap.entries[base]) and imap.ttls[base] == 0.0
+    assert is_sealed(imap.entries[base])
+    assert imap.ttls[base] == 0.0
     await store.load(SOURCE, 0)
     assert await store.write(SOURCE, 0, [partial(7, 5)]) == []
     assert imap.ttls[base] == 60.0
@@ -288,7 +289,8 @@ def test_codec_round_trips_and_tags_the_writer() -> None:
     assert encode_partial(made, "pod-a") != encode_partial(made, "pod-b")
     for deflate in (False, True):
         value = sealed(encode_partial(made, "pod-a", deflate=deflate))
-        assert is_sealed(value) and decode_partial(value) == made
+        assert is_sealed(value)
+        assert decode_partial(value) == made
         assert not is_sealed(encode_partial(made, "pod-a", deflate=deflate))
     with pytest.raises(CorruptValue):
         decode_partial(bytearray(b"\x09abc"))

@@ -16,8 +16,8 @@ from aggregator.adapters.memory.clock import SystemClock
 from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
 from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
 from aggregator.core.accumulate import FoldSettings
-from aggregator.core.partial import Agg
 from aggregator.core.events import EventSchema
+from aggregator.core.partial import Agg
 from aggregator.ports.source import (
     DeadLetters,
     RebalanceListener,
