@@ -277,7 +277,7 @@ class HazelcastStore:
         """An unsealed bucket (or one never seen): the base entry replaced by the
         merged full partial, sealed if it grew past ``SEAL_BYTES``."""
         if known is None:
-            full = delta.copy()
+            full = delta  # copied below if kept: the caller's object
         else:
             assert known.full is not None
             full = known.full  # this client's own copy: dropped if the write fails
@@ -302,7 +302,7 @@ class HazelcastStore:
         if seal:
             self.stats.sealed += 1
             return _Bucket(value, self._monotonic(), None, 1)
-        return _Bucket(value, self._monotonic(), full)
+        return _Bucket(value, self._monotonic(), full if known else full.copy())
 
     def _prune(self, expected: dict[int, _Bucket]) -> None:
         """Forget buckets not written for two TTLs: the cluster dropped them long
