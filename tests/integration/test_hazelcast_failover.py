@@ -23,9 +23,9 @@ PARTITIONS = 6
 ROUNDS_BEFORE = 10
 ROUNDS_AFTER = 10
 RETRY_DEADLINE_S = 60.0
-SEAL_BYTES = 300
-"""Small enough that a bucket seals after a few of the deltas below and appends
-the rest as segments, both layouts under the kill."""
+SEAL_BYTES = 120
+"""A bucket seals at its fourth delta below (a partial of 4 apps encodes to 128
+bytes) and appends the rest as segments: both layouts under the kill."""
 
 
 def partial(bucket: int, count: int) -> Partial:
