@@ -31,7 +31,9 @@ class PartialKey(NamedTuple):
 
 
 class StoreUnavailable(ConnectionError):
-    """The store cannot be reached right now; nothing was written, retry later."""
+    """The store cannot be reached right now, or a call's outcome is unknown: a
+    ``load`` returned nothing (retry later); a ``write`` may have added some of
+    its deltas (reload the partition before writing it again)."""
 
 
 class PartialStore(Protocol):
