@@ -6,7 +6,8 @@ The input is the suite's workload (6 partitions, events scattered over two
 one-second buckets) as aiokafka ``ConsumerRecord``s, handed over in fetches of
 5,000 records (a run per partition, as ``getmany`` returns them); the folder
 rolls up every 125,000 events (one flush interval at about 250k events/s) and
-every partial rolled up is encoded as ``HazelcastStore`` writes it.  Times are
+every delta rolled up is encoded as ``HazelcastStore`` writes a sealed bucket's
+segment (a bucket still whole is written merged, at most ``SEAL_BYTES``).  Times are
 process CPU time, best of ``--repeats``; the same runs with the C extension
 switched off are the baseline.
 

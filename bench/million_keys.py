@@ -83,8 +83,8 @@ def _bytes(run: MapRun) -> str:
     per_partial = run.bytes_written / max(1, run.partials_written)
     per_flush = run.bytes_written / max(1, run.flushes)
     return (
-        f"{run.flushes} flushes, {run.partials_written:,} partials written, "
-        f"{per_partial / 1024:,.1f} KiB per partial, {per_flush / 2**20:,.2f} MiB per flush"
+        f"{run.flushes} flushes, {run.partials_written:,} bucket writes, "
+        f"{per_partial / 1024:,.1f} KiB per bucket write, {per_flush / 2**20:,.2f} MiB per flush"
     )
 
 

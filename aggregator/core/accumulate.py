@@ -9,6 +9,15 @@ into it, and every message goes to exactly one partial, chosen from its content
 and record timestamp alone.  A message whose offset is at or below its partial's
 offset is already counted and is skipped.
 
+Deltas, not full partials: a ``PartitionState`` keeps, per bucket, only what was
+folded since the last successful write (``stored``), with the bucket's highest
+offset ever folded or loaded (the skip rule).  The store adds each delta to what
+it holds, so the work of a flush follows what arrived since the previous one,
+not the size of the bucket's partial (at a million keys a bucket's partial is
+megabytes, and rewriting it every 0.5 s made the map stage quadratic).  A delta
+is not idempotent, so a write whose outcome is unknown must be followed by a
+reload (the map stage's resync), never by writing the same delta again.
+
 Lateness is judged against the time the message entered the log (its record
 timestamp), not the clock of whoever processes it: a replay after a crash then
 classifies every message exactly as the first pass did, which the deduplication
@@ -104,6 +113,8 @@ class PartitionState:
     def __init__(self, dimensions: int) -> None:
         self.dimensions = dimensions
         self.partials: dict[int, Partial] = {}
+        """Per bucket, what was folded since it was last stored, and in ``offset``
+        the highest offset folded or loaded (the C fold reads it for the skip rule)."""
         self.dirty: set[int] = set()
         self.buffer: dict[int, dict[tuple[str, ...], Combo]] = {}
         """Per bucket, the events folded since the last roll-up, by key combination."""
@@ -114,8 +125,10 @@ class PartitionState:
         self._drops: dict[int, dict[str, int]] = {}
 
     def load(self, partials: Iterable[Partial]) -> None:
+        """Take the stored partials' offsets (their contents stay in the store:
+        what is kept here is only what is folded from now on)."""
         for partial in partials:
-            self.partials[partial.bucket] = partial
+            self.partials[partial.bucket] = Partial(partial.bucket, self.dimensions, partial.offset)
 
     def counted(self, bucket: int, offset: int) -> bool:
         partial = self.partials.get(bucket)
@@ -147,7 +160,9 @@ class PartitionState:
         self.offsets[bucket] = offset
 
     def roll_up(self) -> list[Partial]:
-        """Merge the buffer into the partials; return every partial not yet stored."""
+        """Merge the buffer into the partials; return every partial not yet stored:
+        per bucket, what was folded since it was last stored (a delta), with the
+        bucket's highest offset."""
         self.merge_buffer()
         return [self.partials[bucket] for bucket in sorted(self.dirty)]
 
@@ -168,8 +183,15 @@ class PartitionState:
         self.offsets.clear()
 
     def stored(self, buckets: Iterable[int]) -> None:
-        """The store holds these buckets' partials as they are now."""
-        self.dirty.difference_update(buckets)
+        """The store added these buckets' partials as they are now: they start
+        again empty, keeping their offsets."""
+        partials = self.partials
+        dimensions = self.dimensions
+        for bucket in buckets:
+            self.dirty.discard(bucket)
+            partial = partials.get(bucket)
+            if partial is not None:
+                partials[bucket] = Partial(bucket, dimensions, partial.offset)
 
     def expire(self, before: int) -> None:
         """Forget partials of buckets older than ``before`` (they left retention)."""

@@ -13,6 +13,12 @@ already counted.  When the store is unreachable the stage stops fetching and
 committing, reports not ready, and retries by itself.  When a write is fenced
 (another pod owns the partition now), the partition's state is reloaded from the
 store and read again from the committed offset.
+
+The store adds what each write carries (the buckets' deltas since the previous
+write), so a write that raised may have added some of it: the partition's
+stored state is unknown, and it is resynced the same way (reloaded, read again
+from the committed offset) before anything of it is written again.  Writing the
+same deltas again would count them twice.
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ class MapStage:
         self.stats = MapStats()
         self._next_offsets: dict[int, int] = {}
         self._uncommitted: set[int] = set()
+        self._unknown: set[int] = set()
+        """Partitions whose last write raised: resynced before the next one."""
         self._dlq: list[tuple[SourceRecord, str]] = []
         self._stopping = asyncio.Event()
         self._store_ok = True
@@ -294,14 +302,21 @@ class MapStage:
             self._uncommitted.difference_update(commits)
 
     async def _flush_partition(self, partition: int) -> bool:
+        if partition in self._unknown:
+            await self._resync(partition, "had a write whose outcome is unknown")
+            return False
         state = self.folder.partition(partition)
         partials = state.roll_up()
         if partials:
             self.stats.store_calls += 1
-            fenced = await self._store.write(self._source.name, partition, partials)
+            try:
+                fenced = await self._store.write(self._source.name, partition, partials)
+            except BaseException:  # StoreUnavailable, or cancelled while in flight
+                self._unknown.add(partition)
+                raise
             if fenced:
                 self.stats.fenced += len(fenced)
-                await self._resync(partition)
+                await self._resync(partition, "was written by another pod")
                 return False
             state.stored(p.bucket for p in partials)
         newest = max(state.partials, default=None)
@@ -323,10 +338,11 @@ class MapStage:
             self._store_ok = True
             self._log.info("store reachable again; resuming")
 
-    async def _resync(self, partition: int) -> None:
-        """Our write was fenced: reload what the store has and read again."""
+    async def _resync(self, partition: int, reason: str) -> None:
+        """Our write was fenced, or its outcome is unknown: reload what the store
+        has and read again from the committed offset."""
         self.stats.resyncs += 1
-        self._log.warning("partition %d was written by another pod; reloading it", partition)
+        self._log.warning("partition %d %s; reloading it", partition, reason)
         self._drop(partition)
         try:
             await self._load(partition)
@@ -339,9 +355,8 @@ class MapStage:
 
     async def on_revoked(self, partitions: frozenset[int]) -> None:
         try:
-            await self._store_and_commit(
-                p for p in sorted(partitions) if p in self.folder.partitions
-            )
+            known = self.folder.partitions.keys() - self._unknown  # the unknown: the next owner's
+            await self._store_and_commit(p for p in sorted(partitions) if p in known)
         except (StoreUnavailable, SourceUnavailable) as error:
             self._log.warning(
                 "could not hand over partitions %s cleanly: %s", sorted(partitions), error
@@ -365,6 +380,7 @@ class MapStage:
         self.folder.partitions.pop(partition, None)
         self._next_offsets.pop(partition, None)
         self._uncommitted.discard(partition)
+        self._unknown.discard(partition)
         self._store.forget(self._source.name, partition)
 
     async def _load(self, partition: int) -> None:

@@ -71,9 +71,16 @@ def partial_problems(where: str, expected: Partial, actual: Partial, *, offset: 
 
 def store_problems(truth: Truth, stored: Sequence[tuple[PartialKey, Partial]]) -> list[str]:
     """Each stored (partition, bucket) partial, and their merge per bucket through
-    the core's ``merged``, against the brute-force answer."""
+    the core's ``merged``, against the brute-force answer.  A sealed bucket's
+    segments (``PartialKey.segment``) are added into it first."""
     problems = []
-    actual = {(key.partition, key.bucket): partial for key, partial in stored}
+    actual: dict[tuple[int, int], Partial] = {}
+    for key, partial in sorted(stored, key=lambda entry: entry[0]):
+        cell = (key.partition, key.bucket)
+        if cell in actual:
+            actual[cell].merge_from(partial)
+        else:
+            actual[cell] = partial.copy()
     for key, partial in stored:
         if partial.bucket != key.bucket:
             problems.append(f"entry {key} holds bucket {partial.bucket}")

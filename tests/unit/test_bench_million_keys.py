@@ -27,4 +27,4 @@ def test_rows_hold_the_targets_and_the_same_run_baselines() -> None:
     [rate] = [line for line in lines if line.startswith("| map stage")]
     assert "| 200,000 | 300,000 | 1.50x slower | within 2x | yes |" in rate, rate
     [high, _] = [line for line in lines if line.startswith("| Hazelcast writes")]
-    assert "170.7 KiB per partial, 1.00 MiB per flush" in high, high
+    assert "170.7 KiB per bucket write, 1.00 MiB per flush" in high, high

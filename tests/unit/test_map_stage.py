@@ -17,6 +17,7 @@ from aggregator.adapters.memory.log import MemoryConsumer, MemoryLog
 from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServer
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
+from aggregator.core.partial import Agg
 from aggregator.ports.source import (
     DeadLetters,
     RebalanceListener,
@@ -110,7 +111,13 @@ async def test_commits_wait_for_dead_letters_and_store() -> None:
         server.available = True
         await until(lambda: log.group("g", 10).committed.get(0) == 11)
         assert stage.ready
-        assert stage.stats.counted == 17
+        # The failed write left partition 0 unknown: it was reloaded and read again
+        # from offset 10 (the event is folded twice, and stored once).
+        assert stage.stats.resyncs == 1
+        assert stage.stats.counted == 18
+        reader = MemoryStoreClient(server)
+        stored = [p for n in (0, 1) for p in await reader.load(log.topic, n)]
+        assert sum(p.total.count for p in stored) == 17
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -305,6 +312,43 @@ async def test_a_deposed_map_stage_reloads_and_never_commits_past_the_store() ->
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@pytest.mark.parametrize("lost", [1, 3])
+async def test_a_flush_retried_after_a_write_that_landed_counts_nothing_twice(lost: int) -> None:
+    """The store adds deltas: a write that raised may have stored them, so the
+    stage reloads the partition and reads it again from the committed offset
+    before writing it again, instead of sending the same deltas once more."""
+    clock = SystemClock()
+    log = MemoryLog(clock, partitions=2)
+    now = clock.time()
+    for i in range(40):
+        log.append(i % 2, orjson.dumps({"ts": now + i % 3, "app": f"a{i % 4}"}))
+    server = MemoryStoreServer(clock, ttl_s=600)
+    consumer = MemoryConsumer(log, "g", "m1")
+    stage = memory_stage(consumer, server, clock)
+    client = stage._store
+    assert isinstance(client, MemoryStoreClient)
+    client.lose_replies = lost  # the first flushes land, and raise
+    task = asyncio.create_task(stage.run())
+    try:
+        await until(lambda: log.group("g", 20).committed == {0: 20, 1: 20})
+        for i in range(40, 60):  # and the partitions go on from there
+            log.append(i % 2, orjson.dumps({"ts": now + i % 3, "app": f"a{i % 4}"}))
+        await until(lambda: log.group("g", 30).committed == {0: 30, 1: 30})
+        reader = MemoryStoreClient(server)
+        stored = [p for n in (0, 1) for p in await reader.load(log.topic, n)]
+        assert sum(p.total.count for p in stored) == 60
+        assert stage.stats.resyncs >= 1
+        assert sum(p.by[0].get("a1", Agg()).count for p in stored) == 15
+        assert {n: max(p.offset for p in await reader.load(log.topic, n)) for n in (0, 1)} == {
+            0: 29,
+            1: 29,
+        }
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class RefusedDeadLetters(CollectingDeadLetters):

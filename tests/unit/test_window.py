@@ -121,3 +121,77 @@ def test_key_details_built_on_demand_and_dropped_when_idle_equal_a_fresh_window(
         expected = build_snapshot(fresh, ("a", "b"), top_n)
         assert incremental["by"] == expected["by"]
         assert incremental["total"]["distinct"] == expected["total"]["distinct"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    flushes=st.lists(
+        st.lists(st.tuples(st.integers(0, 9), st.sampled_from("abcde")), max_size=8),
+        min_size=1,
+        max_size=25,
+    ),
+    seal_after=st.lists(st.integers(0, 4), min_size=10, max_size=10),
+    steps=st.lists(st.sampled_from(["apply", "full read", "advance"]), max_size=80),
+    seed=st.integers(0, 2**16),
+)
+def test_segments_add_to_their_bucket_and_leave_with_it(
+    flushes: list[list[tuple[int, str]]], seal_after: list[int], steps: list[str], seed: int
+) -> None:
+    """A sealed bucket reaches the reducer as its base entry plus one entry per
+    segment (``PartialKey.segment``): whatever the order of changes, full reads
+    and advances, the window counts each event once, and forgets every entry of
+    a bucket that leaves."""
+    rng = random.Random(seed)
+    store: dict[tuple[int, int], Partial] = {}
+    """(bucket, segment) -> the entry's state, as Hazelcast holds it."""
+    writes = dict.fromkeys(range(10), 0)
+    changes: list[tuple[tuple[int, int], Partial]] = []
+    for events in flushes:
+        deltas: dict[int, Partial] = {}
+        for bucket, app in events:
+            delta = deltas.setdefault(bucket, Partial(bucket, 1))
+            one = Agg()
+            one.count = 1
+            delta.total.merge_from(one)
+            delta.by[0].setdefault(app, Agg()).merge_from(one)
+        for bucket, delta in deltas.items():
+            writes[bucket] += 1
+            if writes[bucket] <= seal_after[bucket] + 1:  # the base, merged whole
+                key = (bucket, 0)
+                if key in store:
+                    store[key] = store[key].copy()
+                    store[key].merge_from(delta)
+                else:
+                    store[key] = delta
+            else:
+                key = (bucket, writes[bucket] - seal_after[bucket] - 1)  # segment 1, 2, ...
+                store[key] = delta
+            changes.append((key, store[key]))
+    window = RollingWindow(1, 5, 1)
+    now = 5.0
+    window.advance(now)
+    pending = list(changes)
+    for step in steps:
+        if step == "apply" and pending:
+            # any entry's next change: one entry's changes arrive in order, entries in any
+            chosen = pending[rng.randrange(len(pending))][0]
+            first = next(i for i, (key, _) in enumerate(pending) if key == chosen)
+            window.apply(*pending.pop(first))
+        elif step == "full read":
+            for key, value in store.items():
+                window.apply(key, value)
+            pending = []  # the read holds every write so far (the feed drops its buffer)
+        elif step == "advance" and now < 12:
+            now += 1
+            window.advance(now)
+    for key, value in pending:
+        window.apply(key, value)
+    assert window.range is not None
+    start, end = window.range.start, window.range.end
+    truth = [(b, app) for events in flushes for b, app in events if start <= b < end]
+    assert window.count == len(truth)
+    for app in "abcde":
+        assert window.key_count(0, app) == sum(1 for _, a in truth if a == app)
+    window.advance(100.0)
+    assert window.entries() == 0
+    assert window.count == 0

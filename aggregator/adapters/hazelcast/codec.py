@@ -1,7 +1,10 @@
 """How partials, snapshots and member records are laid out in Hazelcast.
 
-Keys are strings ``"<source>|<partition>|<bucket>"`` (read from the right, so a
-source name may itself contain ``|``).  Values are sent as ``bytearray``, which
+Keys are strings ``"<source>|<partition>|<bucket>"`` (a bucket's base entry) and
+``"<source>|<partition>|<bucket>#<segment>"`` (its segments, numbered from 1; see
+store.py), read from the right, so a source name may itself contain ``|``; a
+reader that predates segments fails to read ``<bucket>#<segment>`` as a number
+and skips the key, as it skips any key it did not write.  Values are sent as ``bytearray``, which
 the client serializes as a Java ``byte[]`` (plain ``bytes`` would be pickled), and
 come back as ``bytearray``: Hazelcast stores and compares them as opaque byte
 arrays, which is what ``replace_if_same`` needs.
@@ -14,6 +17,12 @@ nobody else wrote since.  MessagePack was measured against JSON (orjson): about
 30 % fewer bytes and a faster raw decode for a partial with 1,000 keys
 (``python -m bench.partial_codec``).  The zlib format trades encode time for
 about 40 % fewer bytes again; it is optional.
+
+A sealed base entry (one that segments add to, store.py) has the same body under
+its own format byte (``SEALED_PLAIN``, ``SEALED_DEFLATED``): a reader that
+predates segments finds a format it does not know and skips the entry rather than
+take it for the whole bucket, and a writer that predates them cannot read it as
+its own to add to.
 """
 
 from __future__ import annotations
@@ -32,6 +41,12 @@ PLAIN = 1
 """Format byte: MessagePack."""
 DEFLATED = 2
 """Format byte: zlib (level 1) of the MessagePack."""
+SEALED_PLAIN = 3
+"""Format byte: ``PLAIN``, of a sealed base entry."""
+SEALED_DEFLATED = 4
+"""Format byte: ``DEFLATED``, of a sealed base entry."""
+_SEALED = {PLAIN: SEALED_PLAIN, DEFLATED: SEALED_DEFLATED}
+_BODY = {PLAIN: PLAIN, DEFLATED: DEFLATED, SEALED_PLAIN: PLAIN, SEALED_DEFLATED: DEFLATED}
 
 Blob: TypeAlias = bytes | bytearray
 """A value as this module makes it or as the client hands it back."""
@@ -50,7 +65,8 @@ class CorruptValue(ValueError):
 
 
 def partial_key(key: PartialKey) -> str:
-    return f"{key.source}|{key.partition}|{key.bucket}"
+    base = f"{key.source}|{key.partition}|{key.bucket}"
+    return f"{base}#{key.segment}" if key.segment else base
 
 
 def parse_partial_key(text: str) -> PartialKey | None:
@@ -58,10 +74,14 @@ def parse_partial_key(text: str) -> PartialKey | None:
     parts = text.rsplit("|", 2)
     if len(parts) != 3:
         return None
+    bucket, hash_sign, segment = parts[2].partition("#")
     try:
-        return PartialKey(parts[0], int(parts[1]), int(parts[2]))
+        key = PartialKey(parts[0], int(parts[1]), int(bucket), int(segment) if hash_sign else 0)
     except ValueError:
         return None
+    if hash_sign and (key.segment < 1 or segment != str(key.segment)):
+        return None  # "#0", "#+1", "#01": not a key this adapter writes
+    return key
 
 
 def partition_prefix(source: str, partition: int) -> str:
@@ -84,6 +104,16 @@ def encode_partial(partial: Partial, writer: str, *, deflate: bool = False) -> b
     return bytearray((PLAIN,)) + packed
 
 
+def sealed(value: bytearray) -> bytearray:
+    """``value`` (from ``encode_partial``) as a sealed base entry."""
+    value[0] = _SEALED[value[0]]
+    return value
+
+
+def is_sealed(value: Blob) -> bool:
+    return bool(value) and value[0] in (SEALED_PLAIN, SEALED_DEFLATED)
+
+
 def decode_partial(value: Blob) -> Partial:
     return Partial.from_wire(_unpack(value)[1])
 
@@ -95,10 +125,11 @@ def writer_of(value: Blob) -> str:
 def _unpack(value: Blob) -> tuple[str, dict[str, Any]]:
     if not value:
         raise CorruptValue("empty value")
+    body = _BODY.get(value[0])
     try:
-        if value[0] == PLAIN:
+        if body == PLAIN:
             return _envelope.decode(memoryview(value)[1:])
-        if value[0] == DEFLATED:
+        if body == DEFLATED:
             return _envelope.decode(zlib.decompress(memoryview(value)[1:]))
     except (msgspec.DecodeError, zlib.error) as error:
         raise CorruptValue(f"unreadable partial: {error}") from error

@@ -6,6 +6,11 @@ which keeps the latest value per key in a buffer, and then reads the whole map;
 in both, which is harmless: the reducer replaces an entry's contribution, it does
 not add it twice.
 
+Each entry comes as its own ``PartialKey``: a sealed bucket's segments (store.py)
+as keys with their ``segment`` number, which the reducer adds to the bucket's
+base entry as distinct entries.  A segment is written once and never changes,
+so the listener sees it once (added) and a full read gives it again unchanged.
+
 Hazelcast delivers entry events at most once.  Events can be lost while the
 client is disconnected, or when a member dies or joins (partitions move while the
 listener is being registered on the new owner), so any of those schedules more

@@ -3,7 +3,9 @@ one ``MemoryStoreClient`` per pod (it remembers the versions it expects), and
 ``MemoryFeed`` for the reducer.
 
 Stored values are the partials' wire form, serialized, so that no pod ever shares
-a mutable object with another (as with a real store).  Entries expire ``ttl_s``
+a mutable object with another (as with a real store).  A write adds its deltas to
+the stored partials (``add_if``: one entry per bucket, the sum of every delta
+written to it), compare-and-set on the entry's version.  Entries expire ``ttl_s``
 after their last write, on the injected clock, and are swept out of memory at
 least every ``SWEEP_EVERY_S`` while writes go on (as Hazelcast's expiry task
 does), so a store written for hours holds only the last ``ttl_s`` of buckets.
@@ -83,6 +85,18 @@ class MemoryStoreServer:
         self.writes += 1
         return self._version
 
+    def add_if(self, key: PartialKey, expected: int | None, delta: Partial) -> int | None:
+        """Add ``delta`` to the entry if its version is ``expected``; the new
+        version, or None when fenced."""
+        current = self.get(key)
+        if (current[0] if current else None) != expected:
+            return None
+        if current is None:
+            return self.replace_if(key, expected, _encode(delta))
+        total = _decode(current[1])
+        total.merge_from(delta)
+        return self.replace_if(key, expected, _encode(total))
+
     def changed_since(self, version: int) -> tuple[list[PartialKey], int]:
         changes = self._changes
         keys = {key for v, key in changes if v > version}
@@ -112,6 +126,9 @@ class MemoryStoreClient:
         """key -> (version, monotonic time this client last loaded or wrote it)."""
         self._next_prune = server.clock.monotonic() + SWEEP_EVERY_S
         self.available = True
+        self.lose_replies = 0
+        """Fault injection: the next N writes are stored, then raise
+        ``StoreUnavailable`` as if the reply had been lost on the way back."""
 
     @property
     def expected(self) -> int:
@@ -154,13 +171,14 @@ class MemoryStoreClient:
         for partial in partials:
             key = PartialKey(source, partition, partial.bucket)
             known = self._expected.get(key)
-            version = self._server.replace_if(
-                key, None if known is None else known[0], _encode(partial)
-            )
+            version = self._server.add_if(key, None if known is None else known[0], partial)
             if version is None:
                 fenced.append(partial.bucket)
             else:
                 self._expected[key] = (version, now)
+        if self.lose_replies:
+            self.lose_replies -= 1
+            raise StoreUnavailable("the memory store's reply was lost (it stored the write)")
         return fenced
 
     def forget(self, source: str, partition: int) -> None:
