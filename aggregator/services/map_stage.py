@@ -1,12 +1,6 @@
 """The map stage (every pod): fold the source's records into partials, store them,
 then commit the source offsets.
 
-Flushes fall on whole multiples of the flush interval on the wall clock (the
-reduce tick's beats, core/cadence.py), and a fetch never waits past the next
-one: the flush that closes a bucket then lands just after its second ends, ahead
-of the leader's tick (docs/architecture.md, "Latency").  ``align_flushes=False``
-flushes every interval from the stage's start instead, as before.
-
 Offsets are committed only after the partials that cover them are stored, so a
 crash replays from the last commit and the per-partial offsets skip what was
 already counted.  When the store is unreachable the stage stops fetching and
@@ -29,7 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aggregator.core.accumulate import FoldSettings, MapFolder
-from aggregator.core.cadence import next_beat
 from aggregator.ports.clock import Clock
 from aggregator.ports.source import (
     DeadLetters,
@@ -43,8 +36,6 @@ from aggregator.services.durations import FLUSH_BOUNDS, Durations
 from aggregator.services.retry import Backoff, RetryStopped, retry
 
 FETCH_MAX_RECORDS = 5000
-FETCH_WAIT_S = 0.2
-"""The longest a fetch waits for records (shorter when a flush is due sooner)."""
 SOURCE_CHECK_S = 5.0
 """How long the stage may fetch nothing before it asks the source whether it can
 still be reached: a Kafka consumer's fetch returns nothing, not an error, while
@@ -78,7 +69,6 @@ class MapStage:
         settings: FoldSettings,
         *,
         flush_interval_s: float,
-        align_flushes: bool = True,
         dead_letters: DeadLetters | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -87,7 +77,6 @@ class MapStage:
         self._clock = clock
         self._settings = settings
         self._flush_interval = flush_interval_s
-        self._align_flushes = align_flushes
         self._dead_letters = dead_letters
         self._log = logger or logging.getLogger("aggregator.map")
         self.folder = MapFolder(settings)
@@ -126,17 +115,16 @@ class MapStage:
 
     async def run(self) -> None:
         await self._start_source()
-        flush_at = self._next_flush_at()
+        last_flush = self._clock.monotonic()
         while not self._stopping.is_set():
             if not self._store_ok:
                 await self._retry_store()
-                flush_at = self._next_flush_at()
+                last_flush = self._clock.monotonic()
                 continue
-            wait = min(FETCH_WAIT_S, self._flush_interval)
-            if self._align_flushes:
-                wait = max(0.0, min(wait, flush_at - self._clock.monotonic()))
             try:
-                records = await self._source.fetch(FETCH_MAX_RECORDS, wait)
+                records = await self._source.fetch(
+                    FETCH_MAX_RECORDS, min(0.2, self._flush_interval)
+                )
             except SourceUnavailable as error:
                 self._source_down(error)
                 await self._clock.sleep(1.0)
@@ -144,19 +132,11 @@ class MapStage:
             if records:
                 self._source_up()
             self._fold(records)
-            if self._clock.monotonic() >= flush_at:
+            if self._clock.monotonic() - last_flush >= self._flush_interval:
                 await self.flush()
-                flush_at = self._next_flush_at()
+                last_flush = self._clock.monotonic()
             if not records and self._clock.monotonic() - self._heard_at >= SOURCE_CHECK_S:
                 await self._check_source()
-
-    def _next_flush_at(self) -> float:
-        """When the next flush is due, on the monotonic clock."""
-        now = self._clock.monotonic()
-        if not self._align_flushes:
-            return now + self._flush_interval
-        wall = self._clock.time()
-        return now + next_beat(wall, self._flush_interval) - wall
 
     async def _check_source(self) -> None:
         """Ask the source for its end offsets: whether it can be reached (the stage
@@ -284,18 +264,9 @@ class MapStage:
         resyncs instead).  Raises ``StoreUnavailable`` or ``SourceUnavailable``
         for the caller to judge; nothing is committed past what was stored."""
         await self._send_dead_letters()
-        ordered = list(partitions)
-        # One partition's write does not wait for another's: the flush that closes a
-        # bucket has to land before the leader's tick (docs/architecture.md, "Latency").
-        outcomes = await asyncio.gather(
-            *(self._flush_partition(p) for p in ordered), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
         commits: dict[int, int] = {}
-        for partition, stored in zip(ordered, outcomes, strict=True):
-            if stored and partition in self._uncommitted:
+        for partition in partitions:
+            if await self._flush_partition(partition) and partition in self._uncommitted:
                 commits[partition] = self._next_offsets[partition]
         if commits:
             await self._source.commit(commits)

@@ -5,33 +5,23 @@ It first reads every stored partial, then only the ones that changed, so a tick
 costs what changed.  Before each publish it asks the elector whether it still
 leads with this epoch (and renewed recently enough); if not, it stays silent.
 
-Each tick runs a little after its second ends: for a while after the second
-the stage takes the changes as they come (every ``POLL_S``) and notes when the
-last write of a bucket that has ended arrived, which is when the pods' flushes
-that close the second landed; ``TickDelay`` (core/cadence.py) turns those
-landings into how long the next ticks wait, at most ``tick_delay_s``.
-
 A leader that has published nothing for ``stall_s`` because the store or the
 bus does not answer (say Hazelcast is cut off from this pod alone) raises
 ``StepDown``: renewing a lease it cannot use would starve every dashboard for
 as long as the cut lasts, while a pod that can reach the store is waiting.
-Once a tick has failed, the stage steps down when the limit is reached wherever
-it is in its schedule (between ticks too), not at the first tick past it: the
-tick's phase moves with the learned delay, so five failed ticks may come short
-of the limit and a sixth a second past it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from aggregator.core.cadence import TickDelay, next_beat
 from aggregator.core.partial import Partial
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
@@ -46,12 +36,6 @@ FEED_OPEN_BACKOFF = Backoff(first_s=0.5, max_s=5.0)
 PUBLISH_AT_LEAST_S = 1.0
 FEED_CLOSE_WAIT_S = 0.5
 APPLY_SLICE_S = 0.02
-STALL_TOLERANCE_S = 0.001
-"""How far short of the stall limit a silence still counts as reaching it: a
-timer set for the limit may fire a hair early, and clock sums drift."""
-POLL_S = 0.005
-"""How often the stage takes the feed's changes while the flushes that close a
-second land (reading the feed's buffer: no call to the store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +45,6 @@ class ReduceSettings:
     bucket_seconds: int
     tick_s: float
     top_n: int
-    tick_delay_s: float = 0.01
-    """The longest the tick waits after each multiple of ``tick_s`` for the
-    flushes that close the previous second (it learns how long they take)."""
     stall_s: float = 5.0
     """Give the lease up after this long without a published snapshot."""
 
@@ -108,8 +89,6 @@ class ReduceStage:
         self._leading_since = 0.0
         self._published_at = 0.0
         """Monotonic: the last publish, or the start of the term."""
-        self._failure: StoreUnavailable | None = None
-        """Why the store or the bus last failed, until the next publish."""
         self._closing: set[asyncio.Future[None]] = set()
         """Feed closes still under way (kept referenced until they finish)."""
 
@@ -122,20 +101,13 @@ class ReduceStage:
         self._log.info("reducing as %s with epoch %d", self._identity, epoch)
         self._leading_since = self._clock.time()
         self._published_at = self._clock.monotonic()
-        self._failure = None
         try:
             loaded = await self._open_feed()
             await self._apply(window, loaded)
             self._published_at = self._clock.monotonic()  # a long first read is no stall
-            delay = TickDelay(settings.tick_delay_s)
-            await self.tick(window, epoch)
             while True:
-                beat = next_beat(self._clock.time(), settings.tick_s)
-                await self._sleep_until(beat)
-                before = await self._follow(window, beat, beat + delay.current())
                 await self.tick(window, epoch)
-                after = await self._follow(window, beat, beat + delay.ceiling_s)
-                delay.observe(after if after is not None else before)
+                await self._sleep_to_next_tick()
         finally:
             await self._close_feed()
 
@@ -161,7 +133,6 @@ class ReduceStage:
             changes = await self._feed.changes()
         except StoreUnavailable as error:
             self._log.warning("store unavailable; snapshot not refreshed: %s", error)
-            self._failure = error
             self._give_up_if_stalled(error)
             return
         await self._apply(window, changes)
@@ -188,36 +159,29 @@ class ReduceStage:
         except StoreUnavailable as error:
             self.stats.publish_failures += 1
             self._log.warning("snapshot not published, the bus is unavailable: %s", error)
-            self._failure = error
             self._give_up_if_stalled(error)
             return
         self.stats.published += 1
         self._published_at = self._clock.monotonic()
-        self._failure = None
 
     async def _apply(
         self, window: RollingWindow, partials: Iterable[tuple[PartialKey, Partial]]
-    ) -> int | None:
+    ) -> None:
         """Apply partials (decoded as they are taken), letting the event loop run
         every ``APPLY_SLICE_S``: a full read of the map after a Hazelcast member
         left took 30 s of CPU at 3,000 events/s, and a loop held that long misses
-        the lease's renewals, the consumer's heartbeats and the liveness probe.
-        Returns the earliest bucket applied (None: nothing was)."""
-        earliest: int | None = None
+        the lease's renewals, the consumer's heartbeats and the liveness probe."""
         slice_ends = self._clock.monotonic() + APPLY_SLICE_S
         for key, partial in partials:
             window.apply(key, partial)
-            if earliest is None or key.bucket < earliest:
-                earliest = key.bucket
             if self._clock.monotonic() >= slice_ends:
                 await asyncio.sleep(0)
                 slice_ends = self._clock.monotonic() + APPLY_SLICE_S
-        return earliest
 
     async def _publish_by_the_stall_limit(self, message: Published) -> None:
         """Publish; a call that hangs (packets dropped, not refused) is abandoned
         when the stall limit is reached, so a cut-off leader steps down on time."""
-        left = self._stall_left()
+        left = self._published_at + self._settings.stall_s - self._clock.monotonic()
         allowed = max(left, PUBLISH_AT_LEAST_S)  # after a slow tick, a publish still gets a go
         publish = asyncio.ensure_future(self._bus.publish(message))
         if not await wait_first(self._clock, allowed, publish):
@@ -239,48 +203,15 @@ class ReduceStage:
             on_error=failed,
         )
 
-    def _stall_left(self) -> float:
-        """Seconds until the stall limit (negative once past it)."""
-        return self._published_at + self._settings.stall_s - self._clock.monotonic()
-
     def _give_up_if_stalled(self, error: StoreUnavailable) -> None:
         silent = self._clock.monotonic() - self._published_at
-        if silent >= self._settings.stall_s - STALL_TOLERANCE_S:
+        if silent >= self._settings.stall_s:
             raise StepDown(
                 f"no snapshot published for {silent:.1f} s (limit {self._settings.stall_s:g} s), "
                 f"the store does not answer: {error}"
             )
 
-    async def _follow(self, window: RollingWindow, beat: float, until: float) -> float | None:
-        """Apply the feed's changes as they come until ``until``; return how long
-        after ``beat`` the last one of a bucket ended by then arrived (None: none).
-
-        Like a tick, it applies a big change set (a resync's full read) in slices,
-        and a store that does not answer is judged against the stall limit; what
-        it applies is no publish, so it never holds the limit off."""
-        bucket_s = self._settings.bucket_seconds
-        latest = None
-        while (left := until - self._clock.time()) > 0:
-            await self._clock.sleep(min(POLL_S, left))
-            if self._failure is not None:
-                self._give_up_if_stalled(self._failure)
-            try:
-                changes = await self._feed.changes()
-            except StoreUnavailable as error:
-                self._failure = error
-                self._give_up_if_stalled(error)
-                return latest  # the tick tries again and says so
-            arrived = self._clock.time() - beat
-            earliest = await self._apply(window, changes)
-            if earliest is not None and earliest + bucket_s <= beat:
-                latest = arrived
-        return latest
-
-    async def _sleep_until(self, at: float) -> None:
-        """Sleep until wall time ``at``; after a failure, only until the stall limit
-        if that comes first, and step down there."""
-        left = at - self._clock.time()
-        if self._failure is not None and self._stall_left() < left:
-            await self._clock.sleep(max(0.0, self._stall_left()))
-            self._give_up_if_stalled(self._failure)
-        await self._clock.sleep(at - self._clock.time())
+    async def _sleep_to_next_tick(self) -> None:
+        tick = self._settings.tick_s
+        now = self._clock.time()
+        await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
