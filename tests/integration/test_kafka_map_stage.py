@@ -23,6 +23,7 @@ from aggregator.adapters.memory.store import MemoryStoreClient, MemoryStoreServe
 from aggregator.core.accumulate import FoldSettings
 from aggregator.core.events import EventSchema
 from aggregator.core.partial import Partial
+from aggregator.ports.store import PartialStore
 from aggregator.services.map_stage import SOURCE_CHECK_S, MapStage
 from tests.fixtures.kafka_hazelcast import KafkaServer, unique_name
 
@@ -45,7 +46,7 @@ class Member:
         topic: str,
         group: str,
         name: str,
-        server: MemoryStoreServer,
+        store: PartialStore,
         request_timeout_s: float = 10.0,
     ):
         self.source = KafkaSource(
@@ -57,9 +58,7 @@ class Member:
             heartbeat_interval_s=0.2,
             request_timeout_s=request_timeout_s,
         )
-        self.stage = MapStage(
-            self.source, MemoryStoreClient(server), SystemClock(), SETTINGS, flush_interval_s=0.2
-        )
+        self.stage = MapStage(self.source, store, SystemClock(), SETTINGS, flush_interval_s=0.2)
         self.task = asyncio.create_task(self.stage.run())
 
     async def stop(self) -> None:
@@ -80,9 +79,9 @@ async def test_members_join_and_leave_mid_stream_and_every_event_counts_once(
             kafka.bootstrap, kafka_topic, rate=1500, duration_s=3.0, bad_fraction=0.05, seed=11
         )
     )
-    a = Member(kafka.bootstrap, kafka_topic, group, "a", server)
+    a = Member(kafka.bootstrap, kafka_topic, group, "a", MemoryStoreClient(server))
     await asyncio.sleep(1.0)
-    b = Member(kafka.bootstrap, kafka_topic, group, "b", server)
+    b = Member(kafka.bootstrap, kafka_topic, group, "b", MemoryStoreClient(server))
     await asyncio.sleep(1.0)
     await a.stop()
     report = await producing
@@ -124,7 +123,12 @@ async def test_a_broker_killed_mid_stream_makes_the_stage_unready_until_it_retur
     again, and nothing is lost or counted twice across the outage."""
     server = MemoryStoreServer(SystemClock(), ttl_s=3600)
     member = Member(
-        kafka.bootstrap, kafka_topic, unique_name("map"), "a", server, request_timeout_s=3.0
+        kafka.bootstrap,
+        kafka_topic,
+        unique_name("map"),
+        "a",
+        MemoryStoreClient(server),
+        request_timeout_s=3.0,
     )
     try:
         first = await produce_synthetic(

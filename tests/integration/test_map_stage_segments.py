@@ -8,7 +8,6 @@ one dropped once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -17,34 +16,13 @@ import pytest
 
 from aggregator.adapters.hazelcast import HazelcastFeed, HazelcastStore, connect
 from aggregator.adapters.kafka.producer import produce_synthetic
-from aggregator.adapters.kafka.source import KafkaSource
-from aggregator.adapters.memory.clock import SystemClock
-from aggregator.services.map_stage import MapStage
 from tests.fixtures.kafka_hazelcast import HazelcastCluster, KafkaServer, unique_name
-from tests.integration.test_kafka_map_stage import SETTINGS
+from tests.integration.test_kafka_map_stage import Member
 
 pytestmark = [pytest.mark.kafka, pytest.mark.hazelcast, pytest.mark.slow]
 
 SEAL_BYTES = 4_096
 """A few flushes of the synthetic workload fill a bucket past this."""
-
-
-class Member:
-    def __init__(
-        self, kafka: KafkaServer, topic: str, group: str, name: str, store: HazelcastStore
-    ):
-        self.source = KafkaSource(
-            kafka.bootstrap, topic, group, name, session_timeout_s=6.0, heartbeat_interval_s=0.2
-        )
-        self.store = store
-        self.stage = MapStage(self.source, store, SystemClock(), SETTINGS, flush_interval_s=0.2)
-        self.task = asyncio.create_task(self.stage.run())
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.stage.stop()
 
 
 async def test_members_join_and_leave_while_buckets_seal_and_every_event_counts_once(
@@ -66,9 +44,11 @@ async def test_members_join_and_leave_while_buckets_seal_and_every_event_counts_
                 kafka.bootstrap, kafka_topic, rate=1500, duration_s=4.0, bad_fraction=0.05, seed=12
             )
         )
-        a = Member(kafka, kafka_topic, group, "a", await store("a"))
+        store_a = await store("a")
+        a = Member(kafka.bootstrap, kafka_topic, group, "a", store_a)
         await asyncio.sleep(1.0)
-        b = Member(kafka, kafka_topic, group, "b", await store("b"))
+        store_b = await store("b")
+        b = Member(kafka.bootstrap, kafka_topic, group, "b", store_b)
         await asyncio.sleep(1.5)
         await a.stop()
         report = await producing
@@ -93,8 +73,8 @@ async def test_members_join_and_leave_while_buckets_seal_and_every_event_counts_
         assert sum(ends.values()) == report.sent
         assert counted == report.valid
         assert dict(dropped) == report.malformed
-        sealed = a.store.stats.sealed + b.store.stats.sealed
-        segments = a.store.stats.segments + b.store.stats.segments
+        sealed = store_a.stats.sealed + store_b.stats.sealed
+        segments = store_a.stats.segments + store_b.stats.segments
         assert sealed > 0
         assert segments > 0
         assert sum(1 for key, _ in entries if key.segment) == segments
