@@ -257,10 +257,6 @@ class Elector:
                 await self._lead_round()
 
     async def _follow_round(self) -> None:
-        now = self._clock.monotonic()
-        if now < self._state.hold_off_until:
-            await self._pause(self._state.hold_off_until - now)
-            return
         outcome = await self._attempt()
         if outcome is _Outcome.HOLDING or self._stopping:
             return
@@ -274,7 +270,10 @@ class Elector:
         expiry = None
         if record is not None and election.is_held(record.spec):
             expiry = election.expires_at(record.spec, self._observed_at)
-        wait = election.follower_wait(self._timings, unit, self._clock.monotonic(), expiry)
+        now = self._clock.monotonic()
+        wait = election.follower_wait(self._timings, unit, now, expiry)
+        if now < self._state.hold_off_until:  # stand again the moment it ends
+            wait = min(wait, self._state.hold_off_until - now)
         # A watch that ended the last pause although nothing changed is not to be
         # trusted twice in a row: sleep this one out instead of busy-reading.
         spurious = self._state.last_watch == (version, True)
@@ -401,7 +400,10 @@ class Elector:
             self._observe(record)
             holder = record.spec.holder_identity if record is not None else None
             proof = self._witness.proven_dead(holder) if self._witness is not None else None
-            standing = self._stands_for_the_lease()
+            # Holding off after giving the lease up: follow (and report who leads),
+            # but do not stand yet.
+            held_off = self._clock.monotonic() < self._state.hold_off_until
+            standing = self._stands_for_the_lease() and not held_off
             decision = election.decide(
                 self._identity,
                 record.spec if record is not None else None,

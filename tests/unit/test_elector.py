@@ -541,6 +541,27 @@ async def test_a_leader_that_steps_down_leaves_the_lease_free_until_a_pod_can_le
     assert "The leading task failed;" not in caplog.text
 
 
+async def test_a_pod_holding_off_after_stepping_down_still_follows_every_leader(
+    cluster: Cluster,
+) -> None:
+    # It does not stand for a lease duration, but it keeps reading the lease: a
+    # leader that comes and goes within that time is still logged and reported.
+    first, second, third = cluster.add(), cluster.add(), cluster.add()
+    for node in (first, second):
+        node.crash_after = 3.0
+        node.crash_with = StepDown("no snapshot published for 5.0 s")
+    third.eligible = False
+    await cluster.clock.advance(0)
+    assert cluster.leaders() == [first]
+    await cluster.until(second.leading, within=3.0 + RETRY, dt=0.01)
+    third.eligible = True
+    await cluster.until(third.leading, within=3.0 + RETRY, dt=0.01)
+    assert cluster.clock.monotonic() < 3.0 + LEASE  # all within first's hold-off
+    assert first.new_leaders == [first.identity, second.identity, third.identity]
+    assert first.elector.leader == third.identity
+    assert first.started == [0]
+
+
 async def test_a_lone_leader_that_stepped_down_stands_again_after_a_lease_duration(
     cluster: Cluster,
 ) -> None:
