@@ -141,8 +141,10 @@ class Chaos:
         """Leaders that published, missing from the logs of pods that should show them."""
         mine = self.recorder.mine(self.cluster.config.prefix)
         first_seen: dict[str, float] = {}
+        last_seen: dict[str, float] = {}
         for seen in mine:
             first_seen.setdefault(seen.leader, seen.received_at)
+            last_seen[seen.leader] = seen.received_at
         logs = {pod.name: pod.log.read_text(errors="replace") for pod in self.cluster.pods}
         problems = []
         for leader, at in first_seen.items():
@@ -152,9 +154,19 @@ class Chaos:
             for pod in self.cluster.pods:
                 up = self.up_at.get(pod.name)
                 if pod.alive() and up is not None and up < at and line not in logs[pod.name]:
-                    problems.append(f"{pod.name} (up before {leader} led) never logged it")
+                    problems.append(
+                        f"{pod.name} (up before {leader} led) never logged it; {leader}'s"
+                        f" snapshots came {at - up:.1f}-{last_seen[leader] - up:.1f} s after"
+                        f" {pod.name} was up, and its elector said:\n"
+                        + elector_lines(logs[pod.name])
+                    )
         print(f"leaders, in order: {list(first_seen)}")
         return problems
+
+
+def elector_lines(log: str) -> str:
+    """What a pod's elector logged: who led, and whether it could read the lease."""
+    return "\n".join(f"    {line}" for line in log.splitlines() if ".elector:" in line)
 
 
 async def test_counts_stay_exact_through_chaos(
