@@ -369,4 +369,6 @@ def test_an_aggregate_that_holds_a_tracked_object_stays_tracked() -> None:
     partial = Partial(10, 3)
     assert compiled.add_combos(context, partial, {("a", "b", "c"): [1.0, "d"]})
     held = [agg for keys in partial.by for agg in keys.values()]
-    assert held and all(isinstance(agg, Holder) and gc.is_tracked(agg) for agg in held)
+    assert held
+    assert all(isinstance(agg, Holder) for agg in held)
+    assert all(map(gc.is_tracked, held))
