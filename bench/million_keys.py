@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aggregator.adapters.hazelcast.connection import connect
 from bench import failover, kafka_load, reduce_scale, throughput
@@ -101,7 +102,7 @@ async def drop_scope(servers: Servers, scope: str) -> None:
     )
     try:
         for structure in ("partials", "members"):
-            imap = await client.get_map(f"{structure}.{scope}")
+            imap: Any = await client.get_map(f"{structure}.{scope}")
             await imap.destroy()
     finally:
         await client.shutdown()
@@ -145,8 +146,8 @@ def table(result: MillionKeys, command: str) -> str:
         ]
     if result.maps:
         low_runs = [run for label, run in result.maps if label == LOW_LABEL]
-        high = [(label, run) for label, run in result.maps if label != LOW_LABEL]
-        high_label, high_runs = high[0][0], [run for _, run in high]
+        high_label = next(label for label, _ in result.maps if label != LOW_LABEL)
+        high_runs = [run for label, run in result.maps if label == high_label]
         ratios = [
             lo.events_per_s / hi.events_per_s for lo, hi in zip(low_runs, high_runs, strict=True)
         ]
