@@ -10,6 +10,11 @@
  * is (returning its index), and add_combos returns False, having changed
  * nothing, when a value or device is not of the expected type.
  *
+ * Encoding a partial for Hazelcast is another loop over every key: aggs_to_wire
+ * builds a dimension's keys as Python lists (Partial.to_wire), aggs_to_msgpack
+ * writes them as the MessagePack msgspec would make of those lists, returning
+ * None for anything it leaves to Python.
+ *
  * The API, typed for Python callers, is the Native protocol in native.py: each
  * function takes one small context object (FoldContext, RollUpContext: what
  * stays the same from call to call) and the state it works on, and reads their
@@ -1422,6 +1427,365 @@ aggs_to_wire(PyObject *module, PyObject *aggs)
     return wires;
 }
 
+/* -- aggs_to_msgpack ------------------------------------------------------- */
+
+/* Every flush encodes every key of a partial: at one app per event, a million
+ * Aggs.  aggs_to_wire makes three lists per key that msgspec walks once and
+ * drops; this writes the MessagePack msgspec writes for aggs_to_wire(aggs)
+ * straight from the Aggs' slots, into one bytes object that the Hazelcast codec
+ * hands to msgspec as a Raw (copied as it is).  Byte for byte msgspec's choices:
+ * the shortest header for each int, string, map and array, the unsigned forms
+ * for an int >= 0, float64 for every float; tests/unit/test_partial_wire.py
+ * compares the two on generated input.
+ *
+ * Anything msgspec would write otherwise or refuse -- an int beyond 64 bits, a
+ * key that is not exactly a str or not UTF-8, a value that is not exactly the Agg
+ * type, a field of another type, an unset field -- makes the call return None,
+ * and Python encodes that dict as before (raising what it raised before).
+ *
+ * The loop runs no Python code (no attribute lookup, no comparison, no
+ * allocation of a tracked object, so no collection either), so nothing can
+ * change the dict or the Aggs under it: it reads them through borrowed
+ * references. */
+
+#define AGG_FIELDS 7
+
+/* The Agg type's slots, in Agg.to_wire's order. */
+typedef struct {
+    Slot count, vcount, vsum, vmin, vmax, hist, regs;
+} AggSlots;
+
+/* 1 when every field of agg_type is a slot at a fixed offset, 0 otherwise. */
+static int
+resolve_agg_slots(PyTypeObject *agg_type, AggSlots *s)
+{
+    resolve_slot(agg_type, s_count, &s->count);
+    resolve_slot(agg_type, s_vcount, &s->vcount);
+    resolve_slot(agg_type, s_vsum, &s->vsum);
+    resolve_slot(agg_type, s_vmin, &s->vmin);
+    resolve_slot(agg_type, s_vmax, &s->vmax);
+    resolve_slot(agg_type, s_hist, &s->hist);
+    resolve_slot(agg_type, s_regs, &s->regs);
+    return s->count.type && s->vcount.type && s->vsum.type && s->vmin.type &&
+           s->vmax.type && s->hist.type && s->regs.type;
+}
+
+/* A borrowed reference to the slot's value in obj (of the slot's type), NULL
+ * when the field is unset (no exception set). */
+static inline PyObject *
+peek_slot(PyObject *obj, const Slot *slot)
+{
+    return *(PyObject **)((char *)obj + slot->offset);
+}
+
+typedef struct {
+    PyObject *bytes; /* the output, doubled as it fills, cut to size at the end */
+    Py_ssize_t used;
+} Packer;
+
+/* Room for `more` bytes past what is written: 0, or -1 with an exception set
+ * (the bytes are then released and p->bytes is NULL). */
+static int
+reserve(Packer *p, Py_ssize_t more)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(p->bytes);
+    if (more <= size - p->used) {
+        return 0;
+    }
+    if (more > PY_SSIZE_T_MAX - p->used) {
+        Py_CLEAR(p->bytes);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t want = size;
+    while (want - p->used < more) {
+        want = want > PY_SSIZE_T_MAX / 2 ? PY_SSIZE_T_MAX : 2 * want;
+    }
+    return _PyBytes_Resize(&p->bytes, want);
+}
+
+/* The writers below assume the room was reserved. */
+static inline void
+put_byte(Packer *p, unsigned char byte)
+{
+    ((unsigned char *)PyBytes_AS_STRING(p->bytes))[p->used++] = byte;
+}
+
+/* tag, then the low `width` bytes of value, big-endian (MessagePack's order). */
+static inline void
+put_tagged(Packer *p, unsigned char tag, uint64_t value, int width)
+{
+    unsigned char *at = (unsigned char *)PyBytes_AS_STRING(p->bytes) + p->used;
+    at[0] = tag;
+    for (int i = width; i > 0; i--) {
+        at[i] = (unsigned char)value;
+        value >>= 8;
+    }
+    p->used += 1 + width;
+}
+
+/* The most bytes put_number writes (a tag and 8 bytes), and a length header. */
+#define NUMBER_MAX 9
+#define LENGTH_MAX 5
+
+static void
+put_unsigned(Packer *p, uint64_t u)
+{
+    if (u < 0x80) {
+        put_byte(p, (unsigned char)u); /* positive fixint */
+    }
+    else if (u <= 0xff) {
+        put_tagged(p, 0xcc, u, 1);
+    }
+    else if (u <= 0xffff) {
+        put_tagged(p, 0xcd, u, 2);
+    }
+    else if (u <= 0xffffffffu) {
+        put_tagged(p, 0xce, u, 4);
+    }
+    else {
+        put_tagged(p, 0xcf, u, 8);
+    }
+}
+
+/* x < 0: the smallest signed form (two's complement, as msgspec). */
+static void
+put_negative(Packer *p, int64_t x)
+{
+    if (x >= -32) {
+        put_byte(p, (unsigned char)x); /* negative fixint, 0xe0..0xff */
+    }
+    else if (x >= INT8_MIN) {
+        put_tagged(p, 0xd0, (uint64_t)x, 1);
+    }
+    else if (x >= INT16_MIN) {
+        put_tagged(p, 0xd1, (uint64_t)x, 2);
+    }
+    else if (x >= INT32_MIN) {
+        put_tagged(p, 0xd2, (uint64_t)x, 4);
+    }
+    else {
+        put_tagged(p, 0xd3, (uint64_t)x, 8);
+    }
+}
+
+/* An exact int: 1 written, 0 not (another type, or beyond what msgspec writes:
+ * below -2**63 or above 2**64 - 1), -1 on error. */
+static int
+put_int(Packer *p, PyObject *obj)
+{
+    if (!PyLong_CheckExact(obj)) {
+        return 0;
+    }
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(obj, &overflow);
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow < 0) {
+        return 0;
+    }
+    if (overflow == 0) {
+        if (x < 0) {
+            put_negative(p, (int64_t)x);
+        }
+        else {
+            put_unsigned(p, (uint64_t)x);
+        }
+        return 1;
+    }
+    unsigned long long u = PyLong_AsUnsignedLongLong(obj);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            return -1;
+        }
+        PyErr_Clear(); /* beyond 2**64 - 1: msgspec refuses it, Python says so */
+        return 0;
+    }
+    put_unsigned(p, (uint64_t)u);
+    return 1;
+}
+
+/* An exact float (always float64, as msgspec) or int: 1, 0 for another type, -1. */
+static int
+put_number(Packer *p, PyObject *obj)
+{
+    if (PyFloat_CheckExact(obj)) {
+        double x = PyFloat_AS_DOUBLE(obj);
+        uint64_t bits;
+        memcpy(&bits, &x, sizeof(bits));
+        put_tagged(p, 0xcb, bits, 8);
+        return 1;
+    }
+    return put_int(p, obj);
+}
+
+/* A map, array or string length: the fix form below fix_limit (its tag or'ed
+ * with the length), then the 8-bit form where the kind has one (tag8 not 0),
+ * the 16-bit and the 32-bit.  0 for a length beyond 32 bits (msgspec refuses it). */
+static int
+put_length(Packer *p, Py_ssize_t n, unsigned char fix, Py_ssize_t fix_limit,
+           unsigned char tag8, unsigned char tag16, unsigned char tag32)
+{
+    if (n < fix_limit) {
+        put_byte(p, (unsigned char)(fix | n));
+    }
+    else if (tag8 && n <= 0xff) {
+        put_tagged(p, tag8, (uint64_t)n, 1);
+    }
+    else if (n <= 0xffff) {
+        put_tagged(p, tag16, (uint64_t)n, 2);
+    }
+    else if ((uint64_t)n <= 0xffffffffu) {
+        put_tagged(p, tag32, (uint64_t)n, 4);
+    }
+    else {
+        return 0;
+    }
+    return 1;
+}
+
+#define put_map_length(p, n) put_length((p), (n), 0x80, 16, 0, 0xde, 0xdf)
+#define put_array_length(p, n) put_length((p), (n), 0x90, 16, 0, 0xdc, 0xdd)
+#define put_str_length(p, n) put_length((p), (n), 0xa0, 32, 0xd9, 0xda, 0xdb)
+
+/* An exact str as UTF-8: 1, 0 for another type or a str UTF-8 cannot encode (a
+ * lone surrogate), -1 on error. */
+static int
+put_str(Packer *p, PyObject *obj)
+{
+    if (!PyUnicode_CheckExact(obj)) {
+        return 0;
+    }
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(obj, &size);
+    if (utf8 == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
+    }
+    if (reserve(p, LENGTH_MAX + size) < 0) {
+        return -1;
+    }
+    if (!put_str_length(p, size)) {
+        return 0;
+    }
+    memcpy(PyBytes_AS_STRING(p->bytes) + p->used, utf8, (size_t)size);
+    p->used += size;
+    return 1;
+}
+
+/* _flatten(mapping) for an exact dict of exact ints: [k0, v0, k1, v1, ...]. */
+static int
+put_flat_pairs(Packer *p, PyObject *mapping)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    int put = put_array_length(p, 2 * PyDict_GET_SIZE(mapping));
+    while (put > 0 && PyDict_Next(mapping, &pos, &key, &value)) {
+        put = put_int(p, key);
+        if (put > 0) {
+            put = put_int(p, value);
+        }
+    }
+    return put;
+}
+
+/* Agg.to_wire(agg) for an agg of exactly the type the slots were resolved for:
+ * [count, vcount, vsum, vmin|None, vmax|None, flat hist, flat regs].  1, 0 for a
+ * field it leaves to Python, -1 on error. */
+static int
+put_agg(Packer *p, PyObject *agg, const AggSlots *s)
+{
+    PyObject *count = peek_slot(agg, &s->count), *vcount = peek_slot(agg, &s->vcount);
+    PyObject *vsum = peek_slot(agg, &s->vsum);
+    PyObject *hist = peek_slot(agg, &s->hist), *regs = peek_slot(agg, &s->regs);
+    if (!count || !vcount || !vsum || !hist || !regs || !PyDict_CheckExact(hist) ||
+        !PyDict_CheckExact(regs)) {
+        return 0;
+    }
+    /* Exact ints and floats have a truth value without calling Python code. */
+    if (!PyLong_CheckExact(vcount) && !PyFloat_CheckExact(vcount)) {
+        return 0;
+    }
+    int has_values = PyObject_IsTrue(vcount);
+    PyObject *vmin = has_values ? peek_slot(agg, &s->vmin) : Py_None;
+    PyObject *vmax = has_values ? peek_slot(agg, &s->vmax) : Py_None;
+    if (!vmin || !vmax) {
+        return 0;
+    }
+    /* The most this Agg can take, reserved once: its array, five numbers, two
+     * array headers and two numbers per pair. */
+    Py_ssize_t pairs = PyDict_GET_SIZE(hist) + PyDict_GET_SIZE(regs);
+    if (pairs > PY_SSIZE_T_MAX / (4 * NUMBER_MAX)) {
+        return 0;
+    }
+    if (reserve(p, 1 + 5 * NUMBER_MAX + 2 * LENGTH_MAX + 2 * NUMBER_MAX * pairs) < 0) {
+        return -1;
+    }
+    put_byte(p, 0x90 | AGG_FIELDS);
+    PyObject *scalars[5] = {count, vcount, vsum, vmin, vmax};
+    for (int i = 0; i < 5; i++) {
+        if (Py_IsNone(scalars[i])) {
+            put_byte(p, 0xc0);
+            continue;
+        }
+        int put = put_number(p, scalars[i]);
+        if (put <= 0) {
+            return put;
+        }
+    }
+    int put = put_flat_pairs(p, hist);
+    return put > 0 ? put_flat_pairs(p, regs) : put;
+}
+
+/* aggs_to_msgpack(agg_type, aggs): the MessagePack of aggs_to_wire(aggs) as
+ * msgspec writes it, or None where Python must encode it. */
+static PyObject *
+aggs_to_msgpack(PyObject *module, PyObject *args)
+{
+    PyTypeObject *agg_type;
+    PyObject *aggs;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &agg_type, &PyDict_Type, &aggs)) {
+        return NULL;
+    }
+    AggSlots slots = {0}; /* zeroed: gcc cannot see that unresolved slots return early */
+    if (!PyDict_CheckExact(aggs) || !resolve_agg_slots(agg_type, &slots)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyDict_GET_SIZE(aggs);
+    /* About what a key with a short name and one value takes; more is grown into,
+     * and what is left over given back at the end. */
+    Py_ssize_t guess = LENGTH_MAX + 64 * Py_MIN(n, PY_SSIZE_T_MAX / 128);
+    Packer p = {PyBytes_FromStringAndSize(NULL, guess), 0};
+    if (p.bytes == NULL) {
+        return NULL;
+    }
+    int put = put_map_length(&p, n);
+    Py_ssize_t pos = 0;
+    PyObject *key, *agg;
+    while (put > 0 && PyDict_Next(aggs, &pos, &key, &agg)) {
+        put = put_str(&p, key);
+        if (put > 0) {
+            put = Py_TYPE(agg) == agg_type ? put_agg(&p, agg, &slots) : 0;
+        }
+    }
+    if (put < 0) {
+        Py_XDECREF(p.bytes);
+        return NULL;
+    }
+    if (put == 0) {
+        Py_DECREF(p.bytes);
+        Py_RETURN_NONE;
+    }
+    if (_PyBytes_Resize(&p.bytes, p.used) < 0) {
+        return NULL;
+    }
+    return p.bytes;
+}
+
 static PyMethodDef methods[] = {
     {"bucket_of", py_bucket_of, METH_VARARGS,
      "bucket_of(ts, bucket_seconds) -> int | None: the bucket fold_run files ts under, "
@@ -1441,13 +1805,16 @@ static PyMethodDef methods[] = {
      "up to limit keys out of counts, taking their counts away from totals)."},
     {"aggs_to_wire", aggs_to_wire, METH_O,
      "aggs_to_wire(aggs) -> dict: partial.aggs_to_wire_python in C ({key: agg.to_wire()})."},
+    {"aggs_to_msgpack", aggs_to_msgpack, METH_VARARGS,
+     "aggs_to_msgpack(agg_type, aggs) -> bytes | None: the MessagePack msgspec writes for "
+     "aggs_to_wire(aggs), or None for input it leaves to Python."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "aggregator.core._native",
-    "The map stage's fold and roll-up loops and the reducer's per-key counts in C (see "
-    "accumulate.py, combos.py and key_counts.py).", -1,
+    "The map stage's fold, roll-up and partial encoding loops and the reducer's per-key "
+    "counts in C (see accumulate.py, combos.py, partial.py and key_counts.py).", -1,
     methods, NULL, NULL, NULL, NULL,
 };
 

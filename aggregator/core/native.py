@@ -2,7 +2,8 @@
 
 It holds the map stage's fold and roll-up loops (``MapFolder.fold_many`` and
 ``combos.add_combos`` use it when it is here) and the reducer's per-key counts
-(``key_counts.add_counts``), and the per-key part of ``Partial.to_wire``.
+(``key_counts.add_counts``), and the per-key part of ``Partial.to_wire``,
+as Python lists or as the MessagePack the Hazelcast codec stores.
 ``hatch_build.py`` compiles it when the package is installed and a C compiler
 is there; without one, the same loops run in Python, slower.  Read ``NATIVE``
 at call time: tests switch it off to compare the two.
@@ -112,6 +113,12 @@ class Native(Protocol):
 
     def aggs_to_wire(self, aggs: dict[str, Agg], /) -> dict[str, list[Any]]:
         """``partial.aggs_to_wire_python`` in C."""
+        ...
+
+    def aggs_to_msgpack(self, agg_type: type[Agg], aggs: dict[str, Agg], /) -> bytes | None:
+        """The MessagePack msgspec writes for ``aggs_to_wire(aggs)``, made in C from
+        the Aggs' slots; None for input it leaves to Python (a value not exactly of
+        ``agg_type``, a field of another type, an int beyond 64 bits)."""
         ...
 
     def take_counts(self, totals: dict[str, int], counts: dict[str, int], limit: int, /) -> int:

@@ -264,9 +264,17 @@ def test_the_calls_keep_no_reference_to_what_they_are_given() -> None:
         for o in range(40)
     ]  # fmt: skip
     context = native.FoldContext(read, fields, unknown, epoch_seconds, 70.0, 5.0, 2, 1000, 100)
+    agg = Agg()
+    agg.count, agg.vcount, agg.vsum, agg.vmin, agg.vmax = 10**12, 3, 2.5, 0.5, 1.5
+    agg.hist, agg.regs = {-(10**11): 10**13}, {4000: 10**14}
+    key = "app-" + "x" * 40
+    aggs, too_big, not_aggs = {key: agg}, {key: Agg()}, {key: agg, "other": object()}
+    too_big[key].count = 2**70
     watched = (
         *(read, fields, unknown, run, run[0], run[0].value, context),
         *(combos.ROLL_UP, Agg, distinct.register_and_rank),
+        *(agg, agg.count, agg.vsum, agg.vmin, agg.hist, *agg.hist, *agg.hist.values(), agg.regs),
+        *(key, aggs, too_big, too_big[key], not_aggs),
     )
 
     def once() -> None:
@@ -281,6 +289,10 @@ def test_the_calls_keep_no_reference_to_what_they_are_given() -> None:
             for _ in range(2):
                 assert add(partial, buffered)
             assert not add(partial, {("a", "b", "c"): [1, "d"]})
+        packed = compiled.aggs_to_msgpack(Agg, aggs)
+        assert sys.getrefcount(packed) == 2  # ours, and getrefcount's argument
+        assert compiled.aggs_to_msgpack(Agg, too_big) is None
+        assert compiled.aggs_to_msgpack(Agg, not_aggs) is None  # type: ignore[arg-type]
 
     once()
     before = [sys.getrefcount(thing) for thing in watched]
