@@ -15,7 +15,9 @@ The first ``warmup`` batches are left out (the consumer group is settling).
 
 A snapshot covers ``[end - window, end)`` with ``end`` the current second, so
 bucket ``b`` cannot show before ``b + 1``: the latency includes the rest of the
-event's second, then up to one flush interval, then the wait for the next tick.
+event's second, then the flush that closes the bucket, then the tick after it.
+``bench.latency_path`` splits each sample into those parts.  The suite runs the
+default schedule and ``BASELINE_SCHEDULE`` (the one before) one after the other.
 """
 
 from __future__ import annotations
@@ -33,11 +35,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.kafka_load import BATCH_BYTES
+from bench.latency_path import CALLS_PER_SNAPSHOT, Journey, PartialWatcher, quantile
 from bench.pods import PARTITIONS, running_pods
 from bench.workload import EventPool
 from harness.snapshots import SnapshotRecorder
 
 GOLDEN = (math.sqrt(5) - 1) / 2
+BASELINE_SCHEDULE = {"AGG_ALIGN_FLUSHES": "false", "AGG_REDUCE_TICK_DELAY_SECONDS": "0.01"}
+"""The schedule before issue 17 (same tick and flush interval): flushes every
+interval from the pod's start, the tick 10 ms after the second."""
 
 
 @dataclass
@@ -58,10 +64,13 @@ class LatencyRun:
     missing: int
     """(batch, client) pairs whose batch never showed complete."""
     send_s_max: float
+    journeys: list[Journey]
+    """The same samples split by ``bench.latency_path`` (those it could split)."""
+    hazelcast_calls_per_s: float
+    """Partial writes and snapshot publishes, over the measured seconds."""
 
     def quantile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
+        return quantile(self.latencies, q)
 
     @property
     def p50(self) -> float:
@@ -78,6 +87,8 @@ class SeriesRecorder(SnapshotRecorder):
     def __init__(self) -> None:
         super().__init__()
         self.series: list[tuple[str, float, dict[int, int]]] = []
+        self.generated: list[float] = []
+        """``generated_at`` of each snapshot in ``series``, in the same order."""
 
     def _record(self, observer: str, raw: str | bytes) -> None:
         super()._record(observer, raw)
@@ -86,6 +97,7 @@ class SeriesRecorder(SnapshotRecorder):
             int(s["start"]): int(s["count"]) for s in snapshot.get("series", ()) if s["count"]
         }
         self.series.append((observer, time.time(), counts))
+        self.generated.append(float(snapshot.get("generated_at", 0.0)))
 
 
 def phase(index: int) -> float:
@@ -137,19 +149,30 @@ async def measure(
     rate: int,
     pods: int = 2,
     warmup: int = 5,
+    environment: dict[str, str] | None = None,
 ) -> LatencyRun:
+    """``environment``: more ``AGG_`` settings for the pods."""
     prefix = f"benchlat{secrets.token_hex(3)}"
     recorder = SeriesRecorder()
+    watcher = PartialWatcher()
     async with running_pods(
         prefix, pods, recorder, kubeconfig=kubeconfig, bootstrap=bootstrap, members=members,
-        cluster_name=cluster_name, logs=logs, reduce_tick_s=1.0,
+        cluster_name=cluster_name, logs=logs, reduce_tick_s=1.0, extra=environment or {},
     ) as cluster:  # fmt: skip
-        await recorder.wait_for(lambda s: s.leader.startswith(prefix), 60, "a first snapshot")
-        topic = cluster.config.topic
-        batches = await _send_batches(bootstrap, topic, rate, warmup + seconds, PARTITIONS)
-        await asyncio.sleep(4.0)  # the last batch reaches the dashboards
+        await watcher.start(members, cluster_name, f"partials.{prefix}")
+        try:
+            await recorder.wait_for(lambda s: s.leader.startswith(prefix), 60, "a first snapshot")
+            topic = cluster.config.topic
+            batches = await _send_batches(bootstrap, topic, rate, warmup + seconds, PARTITIONS)
+            await asyncio.sleep(4.0)  # the last batch reaches the dashboards
+        finally:
+            await watcher.stop()
     measured = batches[warmup:]
-    latencies, missing = _latencies(measured, recorder.series, [p.name for p in cluster.pods])
+    observers = [p.name for p in cluster.pods]
+    latencies, missing = _latencies(measured, recorder.series, observers)
+    start, end = float(measured[0].bucket), float(measured[-1].bucket + 1)
+    snapshots = len({g for g in recorder.generated if start <= g < end})
+    calls = watcher.write_calls(start, end) + CALLS_PER_SNAPSHOT * snapshots
     return LatencyRun(
         pods=pods,
         rate=rate,
@@ -157,6 +180,8 @@ async def measure(
         latencies=latencies,
         missing=missing,
         send_s_max=max(b.acked_at - b.sent_at for b in measured),
+        journeys=_journeys(measured, recorder, watcher.stored_at(), observers),
+        hazelcast_calls_per_s=calls / (end - start),
     )
 
 
@@ -179,3 +204,36 @@ def _latencies(
             else:
                 latencies.append(complete - batch.sent_at)
     return latencies, missing
+
+
+def _journeys(
+    batches: list[Batch],
+    recorder: SeriesRecorder,
+    stored_at: dict[int, float],
+    observers: list[str],
+) -> list[Journey]:
+    first: dict[tuple[str, int], tuple[float, float]] = {}
+    for (observer, arrived, counts), generated in zip(
+        recorder.series, recorder.generated, strict=True
+    ):
+        for batch in batches:
+            key = (observer, batch.bucket)
+            if counts.get(batch.bucket, 0) >= batch.events and key not in first:
+                first[key] = (generated, arrived)
+    journeys = []
+    for batch in batches:
+        stored = stored_at.get(batch.bucket)
+        for observer in observers:
+            seen = first.get((observer, batch.bucket))
+            if stored is None or seen is None:
+                continue
+            generated, arrived = seen
+            journeys.append(
+                Journey(
+                    phase=batch.sent_at - batch.bucket,
+                    stored=stored - batch.sent_at,
+                    generated=generated - batch.sent_at,
+                    arrived=arrived - batch.sent_at,
+                )
+            )
+    return journeys

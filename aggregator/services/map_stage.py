@@ -1,6 +1,12 @@
 """The map stage (every pod): fold the source's records into partials, store them,
 then commit the source offsets.
 
+Flushes fall on whole multiples of the flush interval on the wall clock, and a
+fetch never waits past the next one: the flush that closes a second then starts
+as the second ends, ahead of the leader's tick (docs/architecture.md,
+"Latency").  ``align_flushes=False`` flushes every interval from the stage's
+start instead, as before.
+
 Offsets are committed only after the partials that cover them are stored, so a
 crash replays from the last commit and the per-partial offsets skip what was
 already counted.  When the store is unreachable the stage stops fetching and
@@ -23,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aggregator.core.accumulate import FoldSettings, MapFolder
+from aggregator.core.cadence import next_beat
 from aggregator.ports.clock import Clock
 from aggregator.ports.source import (
     DeadLetters,
@@ -36,6 +43,8 @@ from aggregator.services.durations import FLUSH_BOUNDS, Durations
 from aggregator.services.retry import Backoff, RetryStopped, retry
 
 FETCH_MAX_RECORDS = 5000
+FETCH_WAIT_S = 0.2
+"""The longest a fetch waits for records (shorter when a flush is due sooner)."""
 SOURCE_CHECK_S = 5.0
 """How long the stage may fetch nothing before it asks the source whether it can
 still be reached: a Kafka consumer's fetch returns nothing, not an error, while
@@ -69,6 +78,7 @@ class MapStage:
         settings: FoldSettings,
         *,
         flush_interval_s: float,
+        align_flushes: bool = True,
         dead_letters: DeadLetters | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -77,6 +87,7 @@ class MapStage:
         self._clock = clock
         self._settings = settings
         self._flush_interval = flush_interval_s
+        self._align_flushes = align_flushes
         self._dead_letters = dead_letters
         self._log = logger or logging.getLogger("aggregator.map")
         self.folder = MapFolder(settings)
@@ -115,16 +126,17 @@ class MapStage:
 
     async def run(self) -> None:
         await self._start_source()
-        last_flush = self._clock.monotonic()
+        flush_at = self._next_flush_at()
         while not self._stopping.is_set():
             if not self._store_ok:
                 await self._retry_store()
-                last_flush = self._clock.monotonic()
+                flush_at = self._next_flush_at()
                 continue
+            wait = min(FETCH_WAIT_S, self._flush_interval)
+            if self._align_flushes:
+                wait = max(0.0, min(wait, flush_at - self._clock.monotonic()))
             try:
-                records = await self._source.fetch(
-                    FETCH_MAX_RECORDS, min(0.2, self._flush_interval)
-                )
+                records = await self._source.fetch(FETCH_MAX_RECORDS, wait)
             except SourceUnavailable as error:
                 self._source_down(error)
                 await self._clock.sleep(1.0)
@@ -132,11 +144,19 @@ class MapStage:
             if records:
                 self._source_up()
             self._fold(records)
-            if self._clock.monotonic() - last_flush >= self._flush_interval:
+            if self._clock.monotonic() >= flush_at:
                 await self.flush()
-                last_flush = self._clock.monotonic()
+                flush_at = self._next_flush_at()
             if not records and self._clock.monotonic() - self._heard_at >= SOURCE_CHECK_S:
                 await self._check_source()
+
+    def _next_flush_at(self) -> float:
+        """When the next flush is due, on the monotonic clock."""
+        now = self._clock.monotonic()
+        if not self._align_flushes:
+            return now + self._flush_interval
+        wall = self._clock.time()
+        return now + next_beat(wall, self._flush_interval) - wall
 
     async def _check_source(self) -> None:
         """Ask the source for its end offsets: whether it can be reached (the stage

@@ -63,6 +63,7 @@ class PodSettings:
     reduce: ReduceSettings
     flush_interval_s: float
     timings: ElectionTimings
+    align_flushes: bool = True
     heartbeat_s: float = 2.0
 
 
@@ -98,6 +99,7 @@ class Pod:
             ports.clock,
             settings.fold,
             flush_interval_s=settings.flush_interval_s,
+            align_flushes=settings.align_flushes,
             dead_letters=ports.dead_letters,
             logger=self._log.getChild("map"),
         )

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from aggregator.core.cadence import next_beat
 from aggregator.core.partial import Partial
 from aggregator.core.snapshot import build_snapshot
 from aggregator.core.window import RollingWindow
@@ -45,6 +45,9 @@ class ReduceSettings:
     bucket_seconds: int
     tick_s: float
     top_n: int
+    tick_delay_s: float = 0.1
+    """How long after each multiple of ``tick_s`` the tick runs: time for the pods'
+    flushes that close the second (aligned on the same beats) to land."""
     stall_s: float = 5.0
     """Give the lease up after this long without a published snapshot."""
 
@@ -212,6 +215,6 @@ class ReduceStage:
             )
 
     async def _sleep_to_next_tick(self) -> None:
-        tick = self._settings.tick_s
+        settings = self._settings
         now = self._clock.time()
-        await self._clock.sleep((math.floor(now / tick) + 1) * tick - now + 0.01)
+        await self._clock.sleep(next_beat(now, settings.tick_s, settings.tick_delay_s) - now)

@@ -25,9 +25,11 @@ def pod_settings(settings: Settings) -> PodSettings:
             bucket_seconds=settings.bucket_seconds,
             tick_s=settings.reduce_tick_seconds,
             top_n=settings.top_n,
+            tick_delay_s=settings.reduce_tick_delay_seconds,
             stall_s=settings.reduce_stall_seconds,
         ),
         flush_interval_s=settings.flush_interval_seconds,
+        align_flushes=settings.align_flushes,
         timings=ElectionTimings(
             lease_duration_s=settings.lease_duration_seconds,
             renew_deadline_s=settings.renew_deadline_seconds,

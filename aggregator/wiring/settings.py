@@ -41,9 +41,15 @@ class Settings(BaseSettings):
     window_seconds: int = Field(300, gt=0)
     bucket_seconds: int = Field(1, gt=0)
     reduce_tick_seconds: float = Field(1.0, gt=0)
+    reduce_tick_delay_seconds: float = Field(0.1, ge=0)
+    """How long after each multiple of the tick the leader ticks: time for the
+    flushes that close the second to land."""
     reduce_stall_seconds: float = Field(5.0, gt=0)
     """The leader gives the lease up after this long without publishing a snapshot."""
     flush_interval_seconds: float = Field(0.5, gt=0)
+    align_flushes: bool = True
+    """Flush on whole multiples of the interval on the wall clock (the tick's
+    beats) rather than every interval from the pod's start."""
     top_n: int = Field(10, gt=0, le=1000)
     grace_seconds: float = Field(30.0, ge=0)
     future_seconds: float = Field(60.0, ge=0)
@@ -121,6 +127,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{PREFIX}WINDOW_SECONDS ({self.window_seconds}) must be a multiple of "
                 f"{PREFIX}BUCKET_SECONDS ({self.bucket_seconds})"
+            )
+        if self.reduce_tick_delay_seconds >= self.reduce_tick_seconds:
+            raise ValueError(
+                f"{PREFIX}REDUCE_TICK_DELAY_SECONDS ({self.reduce_tick_delay_seconds:g}) must "
+                f"be shorter than {PREFIX}REDUCE_TICK_SECONDS ({self.reduce_tick_seconds:g})"
             )
         fields = [*self.dimensions, self.value_field, self.distinct_field, self.time_field]
         if len(set(fields)) != len(fields):

@@ -1,5 +1,6 @@
-"""The arithmetic of bench.suite, without servers: latency per batch, when a
-consumer group counts as settled and done, RSS start/end, the doc block."""
+"""The arithmetic of bench.suite, without servers: latency per batch and its
+split, when a consumer group counts as settled and done, RSS start/end, the doc
+block."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from bench.doc import write_block
 from bench.latency import Batch, _latencies, phase
+from bench.latency_path import Journey, Landing, PartialWatcher, describe
 from bench.suite import Plan, Results, rss_start_end, table
 from bench.throughput import SETTLE_S, MapRun, Rate, _Group
 from bench.workload import EventPool
@@ -108,3 +110,32 @@ def test_only_the_one_process_row_is_judged_against_the_ceiling() -> None:
     slow = Results(raw=results.raw, maps=[MapRun(1, 240_000, 1.0, 10, 2, 20)])
     [row] = [line for line in table(Plan.quick(), slow) if line.startswith("| map stage, ")]
     assert row.endswith("| 40% of the ceiling | >= 100,000 and >= 50% | **no** |"), row
+
+
+def test_a_bucket_is_stored_when_its_latest_partials_add_up_to_their_most() -> None:
+    watcher = PartialWatcher()
+    watcher.landings = [
+        Landing(100.5, 0, 100, 4, True),
+        Landing(100.6, 1, 100, 3, True),
+        Landing(101.0, 0, 100, 6, False),  # partition 0 grew: 6 + 3
+        Landing(101.1, 1, 101, 2, True),  # another bucket
+        Landing(101.5, 0, 100, 6, False),  # rewritten unchanged: not later
+    ]
+    assert watcher.stored_at() == {100: 101.0, 101: 101.1}
+    assert watcher.write_calls(100.0, 101.1) == 1 + 1 + 2  # created 1 call, updated 2
+
+
+def test_a_journey_splits_its_latency_into_stored_to_tick_and_to_client() -> None:
+    journey = Journey(phase=0.2, stored=0.85, generated=0.83 + 0.03, arrived=0.88)
+    assert journey.to_tick == pytest.approx(0.01)
+    assert journey.to_client == pytest.approx(0.02)
+    lines = describe([journey])
+    assert "0.200: 0.850 + 0.010 + 0.020 = 0.880 s" in lines[-1]
+    assert journey.second_left == pytest.approx(0.8)
+    assert journey.landed_after_second == pytest.approx(0.05)
+    assert journey.tick_after_second == pytest.approx(0.06)
+    assert any("after its second, the tick that showed it: p50 0.060 s" in x for x in lines)
+    early = Journey(phase=0.05, stored=0.96, generated=0.98, arrived=1.0)
+    floor = describe([journey, early])[-4]
+    assert "(5.0% in) has 0.950 s of it left" in floor
+    assert "(0.030 s) and the delivery (0.020 s)" in floor

@@ -15,6 +15,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.dimensions == ("app", "platform", "crash_type")
     assert (settings.window_seconds, settings.bucket_seconds) == (300, 1)
     assert (settings.reduce_tick_seconds, settings.flush_interval_seconds) == (1.0, 0.5)
+    assert (settings.reduce_tick_delay_seconds, settings.align_flushes) == (0.1, True)
     assert settings.top_n == 10
     assert (
         settings.lease_duration_seconds,
@@ -44,6 +45,8 @@ def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"AGG_LOG_LEVEL": "loud"}, "AGG_LOG_LEVEL"),
         ({"AGG_HTTP_PORT": "70000"}, "AGG_HTTP_PORT"),
         ({"AGG_HAZELCAST_SCOPE": "a b"}, "AGG_HAZELCAST_SCOPE"),
+        ({"AGG_REDUCE_TICK_DELAY_SECONDS": "1"}, "AGG_REDUCE_TICK_DELAY_SECONDS"),
+        ({"AGG_REDUCE_TICK_DELAY_SECONDS": "-0.1"}, "AGG_REDUCE_TICK_DELAY_SECONDS"),
     ],
 )
 def test_invalid_values_name_the_variable(
