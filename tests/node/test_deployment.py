@@ -41,10 +41,13 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.node, pytest.mark.kafka, pyt
 # the dev overlay's timings (k8s/base): lease 15 s, retry 2 s
 LEASE_S, RETRY_S = 15.0, 2.0
 #: The longest a dashboard may go without a fresh snapshot during a rolling
-#: update: the graceful handover (release on SIGTERM, the successor's first tick)
-#: while the surge pod starts beside it on the same 2 cores. Measured 3.7-3.9 s;
-#: an expired lease instead of a release would take the lease duration, 15 s.
-ROLLING_GAP_BOUND_S = 5.0
+#: update: the graceful handover (release on SIGTERM, then the successor's read of
+#: the whole window before its first tick) while the surge pod starts beside it on
+#: the same 2 cores.  At the dev overlay's 500m CPU limit, after the HPA test has
+#: filled the window, that read is most of it: 2.6-3.3 s measured in earlier
+#: sessions, 3.8-5.4 s on 2026-12-08 (docs/deployment.md).  An unreleased lease
+#: would take its 15 s to expire; 7 s tells the two apart with room for the read.
+ROLLING_GAP_BOUND_S = 7.0
 DEV_LIMITS = {"memory.limit_in_bytes": str(1024 * 1024 * 1024), "cpu.cfs_quota_us": "50000"}
 DEV_CPU_SHARES = str(100 * 1024 // 1000)  # 100m
 
