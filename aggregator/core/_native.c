@@ -394,7 +394,6 @@ fold_one(FoldArgs *a, PyObject *record)
     if (device == NULL) {
         goto error;
     }
-    untrack_if_atomic(keys);
     if (bucket->combos == NULL) {
         bucket->combos = PyDict_GetItemWithError(a->buffer, bucket->obj);
         if (bucket->combos == NULL) {
@@ -421,6 +420,8 @@ fold_one(FoldArgs *a, PyObject *record)
         }
         PyList_SET_ITEM(fresh, 0, Py_NewRef(event_value));
         PyList_SET_ITEM(fresh, 1, Py_NewRef(device));
+        /* before the insert: a dict tracks itself when it takes a tracked item */
+        untrack_if_atomic(keys);
         untrack_if_atomic(fresh);
         int failed = PyDict_SetItem(bucket->combos, keys, fresh);
         Py_DECREF(fresh);
