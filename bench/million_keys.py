@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.adapters.hazelcast.connection import connect
+from aggregator.wiring import production
 from bench import failover, kafka_load, reduce_scale, throughput
 from bench.doc import write_block
 from bench.reduce_scale import ReduceScale
@@ -87,7 +88,7 @@ async def measure_map(events: int, rounds: int, logs: Path) -> list[tuple[str, M
                     f"produced in {produced:.1f} s"
                 )
                 run = await throughput.run_ours(servers, name, ends, 1, name, logs)
-                await drop_scope(servers, f"{name}-map1")
+                await drop_scope(servers, throughput.map_scope(name, 1))
                 runs.append((label, run))
                 say(f"  {run.events_per_s:,.0f} events/s; {_bytes(run)}")
     finally:
@@ -102,7 +103,7 @@ async def drop_scope(servers: Servers, scope: str) -> None:
     )
     try:
         for structure in ("partials", "members"):
-            imap: Any = await client.get_map(f"{structure}.{scope}")
+            imap: Any = await client.get_map(production.scoped_name(structure, scope))
             await imap.destroy()
     finally:
         await client.shutdown()

@@ -123,12 +123,18 @@ class _Group:
         return time.monotonic() - self.changed_at >= SETTLE_S
 
 
+def map_scope(prefix: str, processes: int) -> str:
+    """The Hazelcast scope ``run_ours`` gives its map processes."""
+    return f"{prefix}-map{processes}"
+
+
 async def run_ours(
     servers: Servers, topic: str, ends: Mapping[int, int], processes: int, prefix: str, logs: Path
 ) -> MapRun:
     """Our map stage in ``processes`` processes of one consumer group."""
     group = _Group(ends)
     records = sum(ends.values())
+    scope = map_scope(prefix, processes)
     env = clean_environment() | {
         "AGG_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap,
         "AGG_KAFKA_TOPIC": topic,
@@ -136,7 +142,7 @@ async def run_ours(
         "AGG_KAFKA_DLQ_TOPIC": "",
         "AGG_HAZELCAST_MEMBERS": ",".join(servers.hazelcast_members),
         "AGG_HAZELCAST_CLUSTER_NAME": servers.hazelcast_cluster,
-        "AGG_HAZELCAST_SCOPE": f"{prefix}-map{processes}",
+        "AGG_HAZELCAST_SCOPE": scope,
     }
     workers: list[Child] = []
     try:

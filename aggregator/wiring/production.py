@@ -111,7 +111,12 @@ def kafka_source(
 
 def scoped(settings: Settings, structure: str) -> str:
     """The name of a Hazelcast map or topic in this deployment's scope."""
-    return f"{structure}.{settings.hazelcast_scope}"
+    return scoped_name(structure, settings.hazelcast_scope)
+
+
+def scoped_name(structure: str, scope: str) -> str:
+    """The name of a Hazelcast map or topic in ``scope`` (``AGG_HAZELCAST_SCOPE``)."""
+    return f"{structure}.{scope}"
 
 
 def partial_store(settings: Settings, hazelcast: Any, identity: str) -> HazelcastStore:
